@@ -1,0 +1,269 @@
+//! The `Client`: a connection to Redis plus the settings every call uses.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+
+use crate::error::{Error, Result};
+use crate::keys::{QueueKeys, queue_registry};
+use crate::names::{QueueName, validate_prefix};
+
+/// How many completed jobs a queue keeps, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Most completed jobs kept; 0 deletes a job as soon as it completes.
+    pub keep_last: u64,
+    /// Completed jobs older than this are removed; `None` keeps them until
+    /// `keep_last` pushes them out.
+    pub max_age: Option<Duration>,
+}
+
+impl Default for Retention {
+    /// Bounded by default: the last 1,000 completed jobs, at most a day old.
+    fn default() -> Self {
+        Self { keep_last: 1_000, max_age: Some(Duration::from_secs(24 * 3600)) }
+    }
+}
+
+/// Settings of a [`Client`]. Build one with [`Client::builder`].
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Key prefix of every key (default `taskline`).
+    pub prefix: String,
+    /// Largest payload or result accepted, in bytes (default 512 KiB).
+    pub max_payload_bytes: usize,
+    /// Attempts of a job that does not set its own (default 5).
+    pub default_max_attempts: u32,
+    /// Backstop lifetime of an `UntilFinished` unique key after the job's
+    /// due time (default 24 h).
+    pub unique_backstop: Duration,
+    /// Completed-job retention applied when a job completes.
+    pub retention: Retention,
+    /// Bound of each queue's event stream (default 10,000; 0 disables events).
+    pub events_max_len: u64,
+    /// Most due delayed jobs one claim promotes (default 200).
+    pub promote_batch: u32,
+    /// Longest wait for one reply (default 5 s). Blocking reads must use
+    /// their own connection with a longer timeout.
+    pub response_timeout: Duration,
+    /// Longest wait for a connection (default 5 s).
+    pub connection_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            prefix: "taskline".into(),
+            max_payload_bytes: 512 * 1024,
+            default_max_attempts: 5,
+            unique_backstop: Duration::from_secs(24 * 3600),
+            retention: Retention::default(),
+            events_max_len: 10_000,
+            promote_batch: 200,
+            response_timeout: Duration::from_secs(5),
+            connection_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Builds a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    url: String,
+    options: ClientOptions,
+}
+
+impl ClientBuilder {
+    /// Sets the key prefix.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.options.prefix = prefix.into();
+        self
+    }
+
+    /// Sets the payload size limit in bytes.
+    pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.options.max_payload_bytes = bytes;
+        self
+    }
+
+    /// Sets the completed-job retention.
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.options.retention = retention;
+        self
+    }
+
+    /// Sets the events stream bound (0 disables events).
+    pub fn events_max_len(mut self, len: u64) -> Self {
+        self.options.events_max_len = len;
+        self
+    }
+
+    /// Sets the default attempt budget.
+    pub fn default_max_attempts(mut self, attempts: u32) -> Self {
+        self.options.default_max_attempts = attempts;
+        self
+    }
+
+    /// Sets the reply timeout.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.options.response_timeout = timeout;
+        self
+    }
+
+    /// Replaces every option at once.
+    pub fn options(mut self, options: ClientOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Validates the options and connects.
+    pub async fn connect(self) -> Result<Client> {
+        let options = self.options;
+        validate_prefix(&options.prefix)?;
+        if options.default_max_attempts == 0 {
+            return Err(Error::InvalidOption {
+                option: "default_max_attempts",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let redis_client = redis::Client::open(self.url.as_str())?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(options.response_timeout))
+            .set_connection_timeout(Some(options.connection_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = tokio::time::timeout(
+            options.connection_timeout + options.response_timeout,
+            ConnectionManager::new_with_config(redis_client, config),
+        )
+        .await
+        .map_err(|_| Error::ConnectTimeout(options.connection_timeout))??;
+        Ok(Client { inner: Arc::new(Inner { conn, options, registered: Mutex::new(HashSet::new()) }) })
+    }
+}
+
+/// A handle to Taskline on one Redis: producer, admin and worker-side
+/// protocol calls. Cheap to clone; clones share one multiplexed connection
+/// that reconnects by itself. The client has no background tasks.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    options: ClientOptions,
+    /// Queues this client has already added to the registry set.
+    registered: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("options", &self.inner.options).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects with default options. `url` is `redis://[user:password@]host:port[/db]`.
+    pub async fn connect(url: &str) -> Result<Client> {
+        Self::builder(url).connect().await
+    }
+
+    /// Starts building a client for `url`.
+    pub fn builder(url: &str) -> ClientBuilder {
+        ClientBuilder { url: url.to_string(), options: ClientOptions::default() }
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.options
+    }
+
+    /// A clone of the shared connection, for commands outside scripts.
+    pub(crate) fn conn(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+
+    /// Validates a queue name and returns its keys.
+    pub(crate) fn queue_keys(&self, queue: &str) -> Result<(QueueName, QueueKeys)> {
+        let name = QueueName::new(queue)?;
+        let keys = QueueKeys::new(&self.inner.options.prefix, &name);
+        Ok((name, keys))
+    }
+
+    /// Runs `script` with `keys` and `args`.
+    pub(crate) async fn run(
+        &self,
+        script: &Script,
+        keys: &[String],
+        args: Vec<Vec<u8>>,
+    ) -> redis::RedisResult<Value> {
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
+        for arg in args {
+            invocation.arg(arg);
+        }
+        let mut conn = self.conn();
+        invocation.invoke_async(&mut conn).await
+    }
+
+    /// Adds `queue` to the registry of known queues, once per client.
+    pub(crate) async fn register_queue(&self, queue: &QueueName) -> Result<()> {
+        let first_time = {
+            let mut registered = self.inner.registered.lock().unwrap_or_else(|p| p.into_inner());
+            registered.insert(queue.as_str().to_string())
+        };
+        if first_time {
+            let mut conn = self.conn();
+            let result: redis::RedisResult<()> = redis::cmd("SADD")
+                .arg(queue_registry(&self.inner.options.prefix))
+                .arg(queue.as_str())
+                .query_async(&mut conn)
+                .await;
+            if let Err(err) = result {
+                self.inner.registered.lock().unwrap_or_else(|p| p.into_inner()).remove(queue.as_str());
+                return Err(err.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Every queue that was ever enqueued to, sorted.
+    pub async fn queues(&self) -> Result<Vec<String>> {
+        let mut conn = self.conn();
+        let mut names: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(queue_registry(&self.inner.options.prefix))
+            .query_async(&mut conn)
+            .await?;
+        names.sort();
+        Ok(names)
+    }
+}
+
+/// Collects script arguments as bytes.
+#[derive(Default)]
+pub(crate) struct Args(pub Vec<Vec<u8>>);
+
+impl Args {
+    /// Appends one argument.
+    pub fn push(&mut self, value: impl ToString) -> &mut Self {
+        self.0.push(value.to_string().into_bytes());
+        self
+    }
+
+    /// Appends one text argument without copying through `ToString`.
+    pub fn text(&mut self, value: &str) -> &mut Self {
+        self.0.push(value.as_bytes().to_vec());
+        self
+    }
+}
+
+/// A duration as whole milliseconds for a script argument.
+pub(crate) fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128) as u64
+}

@@ -1,0 +1,185 @@
+//! The invariant checker: every job in exactly one place.
+//!
+//! [`Client::check_queue`] reads a queue's structures and job hashes and
+//! reports each violation of the promise "a job is at every moment in
+//! exactly one of ready, delayed, active, completed, dead, and its stored
+//! state says which". It reads with SCAN and plain reads, not one atomic
+//! script (which would block Redis on a large queue), so on a busy queue a
+//! job moving during the check can show up as a false positive: run it on a
+//! quiet queue, or run it twice and trust what both runs report.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use crate::client::Client;
+use crate::error::Result;
+use crate::keys::QueueKeys;
+
+/// One broken invariant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Violation {
+    /// The id is listed in more than one structure (or twice in one).
+    InSeveralPlaces {
+        /// The job id.
+        id: String,
+        /// Every place it was found.
+        places: Vec<String>,
+    },
+    /// A job hash that no structure lists: nothing will ever run it.
+    Unlisted {
+        /// The job id.
+        id: String,
+        /// Its stored state.
+        state: String,
+    },
+    /// A structure lists an id whose job hash is missing.
+    MissingHash {
+        /// The job id.
+        id: String,
+        /// Where it is listed.
+        place: String,
+    },
+    /// The stored state disagrees with the structure that lists the job.
+    StateMismatch {
+        /// The job id.
+        id: String,
+        /// The `state` field.
+        stored: String,
+        /// The structure it is in.
+        place: String,
+    },
+    /// A non-empty ready list whose level is missing from `levels`: claims
+    /// would never look at it.
+    HiddenReadyLevel {
+        /// The level.
+        level: String,
+    },
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Violation::InSeveralPlaces { id, places } => {
+                write!(f, "job {id} is in several places: {}", places.join(", "))
+            }
+            Violation::Unlisted { id, state } => write!(f, "job {id} (state {state}) is in no structure"),
+            Violation::MissingHash { id, place } => {
+                write!(f, "{place} lists job {id} but its hash is missing")
+            }
+            Violation::StateMismatch { id, stored, place } => {
+                write!(f, "job {id} is in {place} but its state says {stored}")
+            }
+            Violation::HiddenReadyLevel { level } => {
+                write!(f, "ready list of level {level} holds jobs but the level is not in `levels`")
+            }
+        }
+    }
+}
+
+/// What [`Client::check_queue`] found.
+#[derive(Debug, Clone, Default)]
+pub struct QueueReport {
+    /// Job hashes read.
+    pub jobs: u64,
+    /// Every violation found; empty when the queue is sound.
+    pub violations: Vec<Violation>,
+}
+
+impl QueueReport {
+    /// True when no invariant is broken.
+    pub fn is_sound(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+impl Client {
+    /// Checks every invariant of `queue` (see the module docs).
+    pub async fn check_queue(&self, queue: &str) -> Result<QueueReport> {
+        let (_, keys) = self.queue_keys(queue)?;
+        let mut conn = self.conn();
+        let mut places: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut report = QueueReport::default();
+
+        let levels: BTreeSet<String> =
+            redis::cmd("ZRANGE").arg(keys.levels()).arg(0).arg(-1).query_async(&mut conn).await?;
+        for list_key in scan(&mut conn, &format!("{}ready:*", keys.prefix())).await? {
+            let level = list_key.rsplit(':').next().unwrap_or_default().to_string();
+            let ids: Vec<String> =
+                redis::cmd("LRANGE").arg(&list_key).arg(0).arg(-1).query_async(&mut conn).await?;
+            if !ids.is_empty() && !levels.contains(&level) {
+                report.violations.push(Violation::HiddenReadyLevel { level });
+            }
+            for id in ids {
+                places.entry(id).or_default().push("ready".into());
+            }
+        }
+        for (place, key) in zset_places(&keys) {
+            let ids: Vec<String> =
+                redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).query_async(&mut conn).await?;
+            for id in ids {
+                places.entry(id).or_default().push(place.to_string());
+            }
+        }
+
+        let job_prefix = keys.job("");
+        let mut hashed = BTreeSet::new();
+        for job_key in scan(&mut conn, &format!("{job_prefix}*")).await? {
+            let id = job_key[job_prefix.len()..].to_string();
+            let state: Option<String> =
+                redis::cmd("HGET").arg(&job_key).arg("state").query_async(&mut conn).await?;
+            let state = state.unwrap_or_default();
+            report.jobs += 1;
+            match places.get(&id).map(Vec::as_slice) {
+                None | Some([]) => report.violations.push(Violation::Unlisted { id: id.clone(), state }),
+                Some([place]) if *place != state => report.violations.push(Violation::StateMismatch {
+                    id: id.clone(),
+                    stored: state,
+                    place: place.clone(),
+                }),
+                Some([_]) => {}
+                Some(several) => report
+                    .violations
+                    .push(Violation::InSeveralPlaces { id: id.clone(), places: several.to_vec() }),
+            }
+            hashed.insert(id);
+        }
+        for (id, found) in places {
+            if !hashed.contains(&id) {
+                for place in found {
+                    report.violations.push(Violation::MissingHash { id: id.clone(), place });
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn zset_places(keys: &QueueKeys) -> [(&'static str, String); 4] {
+    [
+        ("delayed", keys.delayed()),
+        ("active", keys.active()),
+        ("completed", keys.completed()),
+        ("dead", keys.dead()),
+    ]
+}
+
+/// Every key matching `pattern`, by SCAN.
+async fn scan(conn: &mut redis::aio::ConnectionManager, pattern: &str) -> Result<Vec<String>> {
+    let mut cursor: u64 = 0;
+    let mut found = Vec::new();
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1_000)
+            .query_async(conn)
+            .await?;
+        found.extend(batch);
+        if next == 0 {
+            return Ok(found);
+        }
+        cursor = next;
+    }
+}

@@ -1,0 +1,166 @@
+//! The one error type of the client crate.
+//!
+//! Variants are named after domain facts so that a caller can act on them;
+//! every message says what went wrong and what to do next. Error codes
+//! raised by the Lua scripts (`LEASE_LOST`, `JOB_NOT_FOUND`) are mapped to
+//! variants in exactly one place, [`Error::from_script`].
+
+use std::time::Duration;
+
+/// Result alias of the client crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong when talking to Taskline.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The queue name cannot be used in Redis keys.
+    #[error("invalid queue name {name:?}: {reason}")]
+    InvalidQueueName {
+        /// The rejected name.
+        name: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// The job name cannot be used.
+    #[error("invalid job name {name:?}: {reason}")]
+    InvalidJobName {
+        /// The rejected name.
+        name: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// A caller-chosen job id cannot be used.
+    #[error("invalid job id {id:?}: {reason}")]
+    InvalidJobId {
+        /// The rejected id.
+        id: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// An option is out of range (priority, attempts, prefix, ...).
+    #[error("invalid {option}: {reason}")]
+    InvalidOption {
+        /// The option's name.
+        option: &'static str,
+        /// What is wrong and what is accepted.
+        reason: String,
+    },
+
+    /// The payload (or result) could not be serialized to JSON.
+    #[error("the job payload is not valid JSON: {0}; pass a value that serde_json can serialize")]
+    InvalidPayload(#[source] serde_json::Error),
+
+    /// The serialized payload (or result) exceeds the client's size limit.
+    /// Nothing was sent to Redis.
+    #[error(
+        "the job {what} is {size} bytes, over the {limit}-byte limit; store large data \
+         elsewhere and enqueue a reference, or raise max_payload_bytes"
+    )]
+    PayloadTooLarge {
+        /// `payload` or `result`.
+        what: &'static str,
+        /// Its size in bytes.
+        size: usize,
+        /// The configured limit in bytes.
+        limit: usize,
+    },
+
+    /// A job with this id, or holding this unique key, already exists; the
+    /// new job was not enqueued. `existing` names the job that is there.
+    #[error("job not enqueued: {cause} is already held by job {existing}")]
+    DuplicateJob {
+        /// The job that is already there.
+        existing: String,
+        /// `id "<id>"` or `unique key "<key>"`.
+        cause: String,
+    },
+
+    /// No job with this id exists in the queue (never enqueued, removed by
+    /// retention, or purged).
+    #[error("job {id} not found in queue {queue}; it may have been removed by retention or purged")]
+    JobNotFound {
+        /// The queue searched.
+        queue: String,
+        /// The missing job id.
+        id: String,
+    },
+
+    /// The lease token no longer holds the job: the lease expired and the
+    /// job was recovered, or it was released. The outcome was not recorded;
+    /// another attempt owns the job now, so the caller must stop working on
+    /// it and discard its result.
+    #[error(
+        "lease lost on job {id} in queue {queue}: another attempt owns it now; discard this attempt's outcome"
+    )]
+    LeaseLost {
+        /// The job's queue.
+        queue: String,
+        /// The job id.
+        id: String,
+    },
+
+    /// A reply from Redis did not have the shape the script documents: the
+    /// scripts on the server differ from this client's (mixed versions?).
+    #[error(
+        "unexpected reply from script {script}: {detail}; are all clients and workers on the same Taskline version?"
+    )]
+    Protocol {
+        /// The script whose reply was malformed.
+        script: &'static str,
+        /// What was wrong with it.
+        detail: String,
+    },
+
+    /// A stored job record could not be decoded.
+    #[error("job {id} has a malformed field {field}: {detail}")]
+    CorruptJob {
+        /// The job id.
+        id: String,
+        /// The field that failed to decode.
+        field: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+
+    /// Redis could not be reached, or answered with an error.
+    #[error("redis error: {0}; check that Redis is reachable at the configured URL")]
+    Redis(#[from] redis::RedisError),
+
+    /// Connecting took longer than allowed.
+    #[error("could not connect to Redis within {0:?}; check the URL and that the server is up")]
+    ConnectTimeout(Duration),
+}
+
+impl Error {
+    /// Maps an error raised by a Lua script to a domain error. `queue` and
+    /// `id` name the job the call was about.
+    pub(crate) fn from_script(err: redis::RedisError, queue: &str, id: &str) -> Self {
+        match err.code() {
+            Some("LEASE_LOST") => Error::LeaseLost { queue: queue.into(), id: id.into() },
+            Some("JOB_NOT_FOUND") => Error::JobNotFound { queue: queue.into(), id: id.into() },
+            _ => Error::Redis(err),
+        }
+    }
+
+    /// True when the error came from the connection (refused, dropped,
+    /// timed out) rather than from Taskline's rules: the operation's outcome
+    /// is unknown and the same call may be retried. Every outcome script is
+    /// safe to resend.
+    pub fn is_connection_error(&self) -> bool {
+        match self {
+            Error::Redis(e) => {
+                e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_timeout()
+                    || e.is_unrecoverable_error()
+            }
+            Error::ConnectTimeout(_) => true,
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! # Taskline
+//!
+//! A Redis-backed distributed job queue. Producers enqueue JSON jobs and
+//! return at once; workers claim them under a lease, run them, and record
+//! the outcome. Every state change is one atomic Lua script (`lua/`), so a
+//! job is at every moment in exactly one place: ready, delayed, active,
+//! completed or dead. Nothing silently disappears.
+//!
+//! ```no_run
+//! # async fn demo() -> taskline::Result<()> {
+//! use std::time::Duration;
+//! use taskline::{Client, NewJob};
+//!
+//! let client = Client::connect("redis://127.0.0.1:6379").await?;
+//! let job = NewJob::new("send_email", &serde_json::json!({"to": "ada@example.com"}))?
+//!     .delay(Duration::from_secs(30))
+//!     .max_attempts(3);
+//! let id = client.enqueue("emails", job).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`client`]: [`Client`], its options and connection.
+//! - [`producer`]: `enqueue` and `enqueue_bulk`.
+//! - [`protocol`]: the worker side: `claim`, `complete`, `fail`, `extend`,
+//!   `release`, `reap`, all fenced by lease tokens and safe to resend.
+//! - [`admin`]: `get_job`, `counts`, `replay`, `pause`, `resume`.
+//! - [`doctor`]: the invariant checker (every job in exactly one place).
+//! - [`job`]: ids, states, [`NewJob`] and the stored [`Job`].
+//! - [`backoff`]: the retry delay policy.
+//! - [`keys`]: every Redis key name, built in one place.
+//! - [`names`]: validation of queue names, job names and ids.
+//! - [`error`]: the [`Error`] enum.
+//! - `scripts`: the registry of Lua scripts (private).
+
+/// The README's Rust examples, compiled as doctests so they stay true.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
+pub mod admin;
+pub mod backoff;
+pub mod client;
+pub mod doctor;
+pub mod error;
+pub mod job;
+pub mod keys;
+pub mod names;
+pub mod producer;
+pub mod protocol;
+mod reply;
+mod scripts;
+
+pub use admin::{Counts, Replayed};
+pub use backoff::{Backoff, Jitter};
+pub use client::{Client, ClientBuilder, ClientOptions, Retention};
+pub use doctor::{QueueReport, Violation};
+pub use error::{Error, Result};
+pub use job::{
+    AttemptError, EnqueueOptions, FailureKind, Job, JobId, JobState, MAX_PRIORITY, NewJob, UniqueMode,
+};
+pub use names::QueueName;
+pub use producer::EnqueueOutcome;
+pub use protocol::{
+    Claim, ClaimOptions, ClaimedJob, Completion, Extended, FailOutcome, Failure, Lease, Reaped, Released,
+};

@@ -1,0 +1,209 @@
+//! Producer API: enqueue one job or many.
+
+use std::time::{Duration, SystemTime};
+
+use crate::client::{Args, Client, millis};
+use crate::error::{Error, Result};
+use crate::job::{JobId, MAX_PRIORITY, NewJob, UniqueMode, to_epoch_millis};
+use crate::names::validate_job_name;
+use crate::reply::Reply;
+use crate::scripts::SCRIPTS;
+
+/// Jobs sent per script call by [`Client::enqueue_bulk`]: large enough to
+/// amortize the round trip, small enough not to stall Redis for long.
+pub const BULK_CHUNK: usize = 1_000;
+
+/// Longest unique key or correlation id accepted, in bytes.
+const MAX_TAG_LEN: usize = 200;
+
+/// What happened to one job of a bulk enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnqueueOutcome {
+    /// Enqueued under this id.
+    Created(JobId),
+    /// Not enqueued: a job with the same id exists.
+    DuplicateId(JobId),
+    /// Not enqueued: this job holds the same unique key.
+    DuplicateUnique(JobId),
+}
+
+impl EnqueueOutcome {
+    /// The id of the job that is in the queue now (new or existing).
+    pub fn id(&self) -> &JobId {
+        match self {
+            EnqueueOutcome::Created(id)
+            | EnqueueOutcome::DuplicateId(id)
+            | EnqueueOutcome::DuplicateUnique(id) => id,
+        }
+    }
+
+    /// True when the job was enqueued.
+    pub fn is_created(&self) -> bool {
+        matches!(self, EnqueueOutcome::Created(_))
+    }
+}
+
+impl Client {
+    /// Enqueues one job on `queue` and returns its id. A job whose id or
+    /// unique key is already taken is not enqueued:
+    /// [`Error::DuplicateJob`] names the existing job.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> taskline::Result<()> {
+    /// use taskline::{Client, NewJob};
+    /// let client = Client::connect("redis://127.0.0.1:6379").await?;
+    /// let job = NewJob::new("send_email", &serde_json::json!({"to": "ada@example.com"}))?;
+    /// let id = client.enqueue("emails", job).await?;
+    /// println!("enqueued {id}");
+    /// # Ok(()) }
+    /// ```
+    pub async fn enqueue(&self, queue: &str, job: NewJob) -> Result<JobId> {
+        self.validate(&job)?;
+        let unique_key = job.options.unique.as_ref().map(|(key, _)| key.clone());
+        let mut outcomes = self.enqueue_chunk(queue, std::slice::from_ref(&job)).await?;
+        match outcomes.pop() {
+            Some(EnqueueOutcome::Created(id)) => Ok(id),
+            Some(EnqueueOutcome::DuplicateId(existing)) => Err(Error::DuplicateJob {
+                cause: format!("id {:?}", existing.as_str()),
+                existing: existing.to_string(),
+            }),
+            Some(EnqueueOutcome::DuplicateUnique(existing)) => Err(Error::DuplicateJob {
+                cause: format!("unique key {:?}", unique_key.unwrap_or_default()),
+                existing: existing.to_string(),
+            }),
+            None => Err(Error::Protocol { script: "enqueue", detail: "empty reply".into() }),
+        }
+    }
+
+    /// Enqueues many jobs, [`BULK_CHUNK`] per round trip, each chunk atomic.
+    /// Every job is validated before anything is sent, so one bad job
+    /// enqueues nothing. Returns one outcome per job, in order; duplicates
+    /// are reported, not errors.
+    pub async fn enqueue_bulk(&self, queue: &str, jobs: Vec<NewJob>) -> Result<Vec<EnqueueOutcome>> {
+        for job in &jobs {
+            self.validate(job)?;
+        }
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(BULK_CHUNK) {
+            outcomes.extend(self.enqueue_chunk(queue, chunk).await?);
+        }
+        Ok(outcomes)
+    }
+
+    /// Sends one chunk of already validated jobs.
+    async fn enqueue_chunk(&self, queue: &str, jobs: &[NewJob]) -> Result<Vec<EnqueueOutcome>> {
+        let (name, keys) = self.queue_keys(queue)?;
+        let options = self.options();
+        let mut args = Args::default();
+        args.text(keys.prefix()).push(options.events_max_len).push(jobs.len());
+        for job in jobs {
+            self.push_job_args(&mut args, job)?;
+        }
+        self.register_queue(&name).await?;
+        let script_keys = [keys.meta(), keys.delayed(), keys.levels(), keys.events()];
+        let value = self.run(&SCRIPTS.enqueue, &script_keys, args.0).await?;
+        let mut reply = Reply::new(value, "enqueue")?;
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for _ in jobs {
+            let status = reply.string("status")?;
+            let id = JobId::from_stored(reply.string("id")?);
+            outcomes.push(match status.as_str() {
+                "created" => EnqueueOutcome::Created(id),
+                "duplicate_id" => EnqueueOutcome::DuplicateId(id),
+                "duplicate_unique" => EnqueueOutcome::DuplicateUnique(id),
+                other => {
+                    return Err(Error::Protocol {
+                        script: "enqueue",
+                        detail: format!("unknown status {other:?}"),
+                    });
+                }
+            });
+        }
+        Ok(outcomes)
+    }
+
+    /// Checks everything about a job that Redis would otherwise store
+    /// blindly.
+    fn validate(&self, job: &NewJob) -> Result<()> {
+        validate_job_name(&job.name)?;
+        let limit = self.options().max_payload_bytes;
+        if job.payload.len() > limit {
+            return Err(Error::PayloadTooLarge { what: "payload", size: job.payload.len(), limit });
+        }
+        let o = &job.options;
+        if o.priority > MAX_PRIORITY {
+            return Err(Error::InvalidOption {
+                option: "priority",
+                reason: format!("{} is above the highest level {MAX_PRIORITY}", o.priority),
+            });
+        }
+        if o.max_attempts == Some(0) {
+            return Err(Error::InvalidOption { option: "max_attempts", reason: "must be at least 1".into() });
+        }
+        if let Some(backoff) = &o.backoff {
+            backoff.validate()?;
+        }
+        if let Some((key, mode)) = &o.unique {
+            check_tag("unique key", key)?;
+            if *mode == UniqueMode::For(Duration::ZERO) {
+                return Err(Error::InvalidOption {
+                    option: "unique",
+                    reason: "a TTL of zero holds nothing".into(),
+                });
+            }
+        }
+        if let Some(correlation_id) = &o.correlation_id {
+            check_tag("correlation id", correlation_id)?;
+        }
+        Ok(())
+    }
+
+    /// Appends the 14 per-job arguments of `enqueue.lua`, in its order.
+    fn push_job_args(&self, args: &mut Args, job: &NewJob) -> Result<()> {
+        let o = &job.options;
+        let options = self.options();
+        let id = o.job_id.clone().unwrap_or_else(JobId::generate);
+        let backoff = match &o.backoff {
+            Some(b) => serde_json::to_string(b).map_err(Error::InvalidPayload)?,
+            None => String::new(),
+        };
+        let delay = o.delay.unwrap_or_default();
+        let run_at_ms = o.run_at.map(to_epoch_millis).unwrap_or(0);
+        let (unique_key, unique_ttl, unique_mode) = match &o.unique {
+            None => ("", Duration::ZERO, ""),
+            Some((key, UniqueMode::For(ttl))) => (key.as_str(), *ttl, "ttl"),
+            Some((key, UniqueMode::UntilFinished)) => {
+                let until_due = match o.run_at {
+                    Some(at) => at.duration_since(SystemTime::now()).unwrap_or_default(),
+                    None => delay,
+                };
+                (key.as_str(), until_due + options.unique_backstop, "until_finished")
+            }
+        };
+        args.text(id.as_str())
+            .text(&job.name)
+            .text(&job.payload)
+            .push(o.version)
+            .push(o.priority)
+            .push(o.max_attempts.unwrap_or(options.default_max_attempts))
+            .push(millis(delay))
+            .push(run_at_ms)
+            .push(o.timeout.map(millis).unwrap_or(0))
+            .text(&backoff)
+            .text(unique_key)
+            .push(millis(unique_ttl).max(1))
+            .text(unique_mode)
+            .text(o.correlation_id.as_deref().unwrap_or(""));
+        Ok(())
+    }
+}
+
+fn check_tag(what: &'static str, value: &str) -> Result<()> {
+    if value.is_empty() || value.len() > MAX_TAG_LEN || value.chars().any(char::is_control) {
+        return Err(Error::InvalidOption {
+            option: what,
+            reason: format!("{value:?} must be 1 to {MAX_TAG_LEN} bytes without control characters"),
+        });
+    }
+    Ok(())
+}

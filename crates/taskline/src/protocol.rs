@@ -1,0 +1,437 @@
+//! The worker-side protocol: claim, complete, fail, extend, release, reap.
+//!
+//! Every outcome call is fenced by the lease token that `claim` issued and
+//! is safe to resend after a lost reply: the scripts answer a resend with the
+//! first outcome and record nothing twice.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use crate::backoff::Backoff;
+use crate::client::{Args, Client, millis};
+use crate::error::{Error, Result};
+use crate::job::{FailureKind, JobId, from_epoch_millis};
+use crate::keys::QueueKeys;
+use crate::reply::Reply;
+use crate::scripts::SCRIPTS;
+
+/// Longest error message stored per attempt, in bytes; longer ones are cut.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 4 * 1024;
+
+/// Proof of ownership of one claimed job: its queue, id and lease token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Lease {
+    /// The job's queue.
+    pub queue: String,
+    /// The job id.
+    pub job_id: JobId,
+    /// The token issued by the claim that leased it.
+    pub token: String,
+}
+
+/// What a worker asks of `claim`.
+#[derive(Debug, Clone)]
+pub struct ClaimOptions {
+    /// Most jobs to lease in this call.
+    pub count: u32,
+    /// Lease length; the worker's heartbeat extends it while handlers run.
+    pub lease: Duration,
+    /// This worker process's own instance id (unique per process).
+    pub worker: String,
+}
+
+/// A leased job, with everything a handler needs.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    /// The lease to present on complete, fail, extend and release.
+    pub lease: Lease,
+    /// This attempt's number (1 for the first).
+    pub attempt: u32,
+    /// When the lease runs out unless extended (server clock).
+    pub lease_deadline: SystemTime,
+    /// Job name.
+    pub name: String,
+    /// Payload JSON text.
+    pub payload: String,
+    /// Payload version.
+    pub version: u32,
+    /// Attempt budget.
+    pub max_attempts: u32,
+    /// Per-job timeout, if set at enqueue.
+    pub timeout: Option<Duration>,
+    /// Per-job backoff override, if set at enqueue.
+    pub backoff: Option<Backoff>,
+    /// Correlation id, if any.
+    pub correlation_id: Option<String>,
+    /// Last checkpoint saved by an earlier attempt, if any.
+    pub checkpoint: Option<String>,
+    /// When the job was enqueued.
+    pub created_at: SystemTime,
+    /// Priority level.
+    pub priority: u8,
+    /// How often the job was released unrun before.
+    pub releases: u32,
+}
+
+/// The result of a claim.
+#[derive(Debug, Clone, Default)]
+pub struct Claim {
+    /// The jobs leased, possibly none.
+    pub jobs: Vec<ClaimedJob>,
+    /// The queue is paused: nothing is leased until it is resumed.
+    pub paused: bool,
+    /// When the earliest delayed job is due, so an idle worker can sleep
+    /// until then.
+    pub next_due: Option<SystemTime>,
+}
+
+/// How a completion was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// Recorded now.
+    Completed,
+    /// This lease had already completed the job (a resend); nothing changed.
+    AlreadyCompleted,
+}
+
+/// A failed attempt, as the worker reports it.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// Transient (retry) or permanent (dead letter).
+    pub kind: FailureKind,
+    /// For a permanent failure: a short reason code (`invalid_payload`,
+    /// `unknown_job`, ...); `permanent` when `None`.
+    pub reason: Option<String>,
+    /// What went wrong (cut to [`MAX_ERROR_MESSAGE_BYTES`]).
+    pub message: String,
+    /// Wait before the retry of a transient failure: the backoff the worker
+    /// computed with jitter.
+    pub retry_delay: Duration,
+}
+
+impl Failure {
+    /// A transient failure to retry after `retry_delay`.
+    pub fn transient(message: impl Into<String>, retry_delay: Duration) -> Self {
+        Self { kind: FailureKind::Transient, reason: None, message: message.into(), retry_delay }
+    }
+
+    /// A permanent failure: the job goes to the dead letter queue.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            kind: FailureKind::Permanent,
+            reason: None,
+            message: message.into(),
+            retry_delay: Duration::ZERO,
+        }
+    }
+
+    /// Sets the reason code of a permanent failure.
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+}
+
+/// Where a failed job went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// Scheduled for another attempt at this time.
+    Retrying {
+        /// When the retry is due (server clock).
+        at: SystemTime,
+    },
+    /// Moved to the dead letter queue.
+    Dead {
+        /// When it died (server clock).
+        at: SystemTime,
+        /// Why: `permanent`, `attempts_exhausted`, or the given reason.
+        reason: String,
+    },
+}
+
+/// The result of a lease extension.
+#[derive(Debug, Clone, Default)]
+pub struct Extended {
+    /// The new deadline of the renewed leases (earliest across queues).
+    pub deadline: Option<SystemTime>,
+    /// Jobs whose lease was lost: cancel their handlers, drop their outcomes.
+    pub lost: Vec<Lease>,
+}
+
+/// The result of a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Released {
+    /// False when this lease had already released the job (a resend).
+    pub now: bool,
+    /// How many times the job has been released in all.
+    pub releases: u32,
+}
+
+/// The result of reaping expired leases.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reaped {
+    /// Jobs put back to run again.
+    pub retried: u32,
+    /// Jobs whose attempts were spent, now dead.
+    pub dead: u32,
+    /// Every job reaped.
+    pub ids: Vec<JobId>,
+}
+
+impl Client {
+    /// Leases up to `options.count` ready jobs of `queue`, promoting due
+    /// delayed jobs first. A paused queue leases nothing.
+    pub async fn claim(&self, queue: &str, options: &ClaimOptions) -> Result<Claim> {
+        let (_, keys) = self.queue_keys(queue)?;
+        let mut args = Args::default();
+        args.text(keys.prefix()).push(self.options().events_max_len);
+        push_claim_args(&mut args, options, self.options().promote_batch);
+        let value = self.run(&SCRIPTS.claim, &claim_keys(&keys), args.0).await?;
+        let mut reply = Reply::new(value, "claim")?;
+        read_claim(&mut reply, queue)
+    }
+
+    /// Marks the leased job completed, storing `result` (JSON) if given.
+    pub async fn complete(&self, lease: &Lease, result: Option<&serde_json::Value>) -> Result<Completion> {
+        self.complete_inner(lease, result, None).await.map(|(completion, _)| completion)
+    }
+
+    /// Completes the leased job and leases the next jobs in the same round
+    /// trip.
+    pub async fn complete_and_claim(
+        &self,
+        lease: &Lease,
+        result: Option<&serde_json::Value>,
+        claim: &ClaimOptions,
+    ) -> Result<(Completion, Claim)> {
+        self.complete_inner(lease, result, Some(claim)).await
+    }
+
+    async fn complete_inner(
+        &self,
+        lease: &Lease,
+        result: Option<&serde_json::Value>,
+        claim: Option<&ClaimOptions>,
+    ) -> Result<(Completion, Claim)> {
+        let (_, keys) = self.queue_keys(&lease.queue)?;
+        let result = match result {
+            Some(value) => serde_json::to_string(value).map_err(Error::InvalidPayload)?,
+            None => String::new(),
+        };
+        let limit = self.options().max_payload_bytes;
+        if result.len() > limit {
+            return Err(Error::PayloadTooLarge { what: "result", size: result.len(), limit });
+        }
+        let retention = self.options().retention;
+        let mut args = self.outcome_args(&keys, lease);
+        args.text(&result).push(retention.keep_last).push(retention.max_age.map(millis).unwrap_or(0));
+        match claim {
+            Some(options) => push_claim_args(&mut args, options, self.options().promote_batch),
+            None => {
+                args.push(0).push(0).text("").text("").push(0);
+            }
+        }
+        let script_keys =
+            [keys.meta(), keys.delayed(), keys.active(), keys.levels(), keys.events(), keys.completed()];
+        let value = self
+            .run(&SCRIPTS.complete, &script_keys, args.0)
+            .await
+            .map_err(|e| Error::from_script(e, &lease.queue, lease.job_id.as_str()))?;
+        let mut reply = Reply::new(value, "complete")?;
+        let completion = match reply.string("status")?.as_str() {
+            "completed" => Completion::Completed,
+            "already" => Completion::AlreadyCompleted,
+            other => return Err(Error::Protocol { script: "complete", detail: format!("status {other:?}") }),
+        };
+        Ok((completion, read_claim(&mut reply, &lease.queue)?))
+    }
+
+    /// Records a failed attempt: retried later or dead, as the script decides
+    /// from the kind and the attempts left.
+    pub async fn fail(&self, lease: &Lease, failure: &Failure) -> Result<FailOutcome> {
+        let (_, keys) = self.queue_keys(&lease.queue)?;
+        let mut args = self.outcome_args(&keys, lease);
+        args.text(failure.kind.as_str())
+            .text(failure.reason.as_deref().unwrap_or(""))
+            .text(truncate(&failure.message, MAX_ERROR_MESSAGE_BYTES))
+            .push(millis(failure.retry_delay));
+        let script_keys = [keys.meta(), keys.active(), keys.delayed(), keys.dead(), keys.events()];
+        let value = self
+            .run(&SCRIPTS.fail, &script_keys, args.0)
+            .await
+            .map_err(|e| Error::from_script(e, &lease.queue, lease.job_id.as_str()))?;
+        let mut reply = Reply::new(value, "fail")?;
+        let outcome = reply.string("outcome")?;
+        let at = from_epoch_millis(reply.int("at")?.max(0) as u64);
+        let reason = reply.string("reason")?;
+        match outcome.as_str() {
+            "retrying" => Ok(FailOutcome::Retrying { at }),
+            "dead" => Ok(FailOutcome::Dead { at, reason }),
+            other => Err(Error::Protocol { script: "fail", detail: format!("outcome {other:?}") }),
+        }
+    }
+
+    /// Renews every lease in `leases` for `lease` from now, one call per
+    /// queue. Leases that were lost are returned in [`Extended::lost`].
+    pub async fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Extended> {
+        let mut by_queue: BTreeMap<&str, Vec<&Lease>> = BTreeMap::new();
+        for l in leases {
+            by_queue.entry(l.queue.as_str()).or_default().push(l);
+        }
+        let mut extended = Extended::default();
+        for (queue, group) in by_queue {
+            let (_, keys) = self.queue_keys(queue)?;
+            let mut args = Args::default();
+            args.text(keys.prefix()).push(millis(lease));
+            for l in &group {
+                args.text(l.job_id.as_str()).text(&l.token);
+            }
+            let value = self.run(&SCRIPTS.extend, &[keys.active()], args.0).await?;
+            let mut reply = Reply::new(value, "extend")?;
+            let deadline = from_epoch_millis(reply.int("deadline")?.max(0) as u64);
+            extended.deadline = Some(extended.deadline.map_or(deadline, |d| d.min(deadline)));
+            while reply.remaining() > 0 {
+                let id = reply.string("lost id")?;
+                if let Some(l) = group.iter().find(|l| l.job_id.as_str() == id) {
+                    extended.lost.push((*l).clone());
+                }
+            }
+        }
+        Ok(extended)
+    }
+
+    /// Gives the leased job back without spending an attempt: to the front
+    /// of its level now, or delayed by `delay`.
+    pub async fn release(&self, lease: &Lease, delay: Option<Duration>) -> Result<Released> {
+        let (_, keys) = self.queue_keys(&lease.queue)?;
+        let mut args = self.outcome_args(&keys, lease);
+        args.push(delay.map(millis).unwrap_or(0));
+        let script_keys = [keys.meta(), keys.active(), keys.delayed(), keys.levels(), keys.events()];
+        let value = self
+            .run(&SCRIPTS.release, &script_keys, args.0)
+            .await
+            .map_err(|e| Error::from_script(e, &lease.queue, lease.job_id.as_str()))?;
+        let mut reply = Reply::new(value, "release")?;
+        let now = reply.string("status")? == "released";
+        Ok(Released { now, releases: reply.count("releases")? })
+    }
+
+    /// Recovers up to `limit` jobs of `queue` whose lease expired: each is
+    /// retried after `retry_delay` (zero: at once) or, with its attempts
+    /// spent, dead.
+    pub async fn reap(&self, queue: &str, limit: u32, retry_delay: Duration) -> Result<Reaped> {
+        let (_, keys) = self.queue_keys(queue)?;
+        let mut args = Args::default();
+        args.text(keys.prefix()).push(self.options().events_max_len).push(limit).push(millis(retry_delay));
+        let script_keys =
+            [keys.meta(), keys.active(), keys.delayed(), keys.dead(), keys.levels(), keys.events()];
+        let value = self.run(&SCRIPTS.reap, &script_keys, args.0).await?;
+        let mut reply = Reply::new(value, "reap")?;
+        let mut reaped =
+            Reaped { retried: reply.count("retried")?, dead: reply.count("dead")?, ids: Vec::new() };
+        while reply.remaining() > 0 {
+            reaped.ids.push(JobId::from_stored(reply.string("id")?));
+        }
+        Ok(reaped)
+    }
+}
+
+impl Client {
+    /// The leading arguments of every outcome script: prefix, cap, id, token.
+    fn outcome_args(&self, keys: &QueueKeys, lease: &Lease) -> Args {
+        let mut args = Args::default();
+        args.text(keys.prefix())
+            .push(self.options().events_max_len)
+            .text(lease.job_id.as_str())
+            .text(&lease.token);
+        args
+    }
+}
+
+fn claim_keys(keys: &QueueKeys) -> [String; 5] {
+    [keys.meta(), keys.delayed(), keys.active(), keys.levels(), keys.events()]
+}
+
+/// Appends the claim arguments shared by `claim.lua` and `complete.lua`:
+/// count, lease_ms, token_prefix, worker, promote_limit.
+fn push_claim_args(args: &mut Args, options: &ClaimOptions, promote_limit: u32) {
+    let token_prefix = format!("{:016x}", rand::random::<u64>());
+    args.push(options.count)
+        .push(millis(options.lease))
+        .text(&token_prefix)
+        .text(&options.worker)
+        .push(promote_limit);
+}
+
+/// Reads `{paused, next_due_ms, n, records...}` (see `claim_jobs.lua`).
+fn read_claim(reply: &mut Reply, queue: &str) -> Result<Claim> {
+    let paused = reply.int("paused")? == 1;
+    let next_due = reply.int("next_due_ms")?;
+    let n = reply.count("n")?;
+    let mut jobs = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let id = JobId::from_stored(reply.string("id")?);
+        let token = reply.string("lease_token")?;
+        let attempt = reply.count("attempt")?;
+        let lease_deadline = from_epoch_millis(reply.int("lease_deadline")?.max(0) as u64);
+        let name = reply.string("name")?;
+        let payload = reply.string("payload")?;
+        let version = reply.count("version")?;
+        let max_attempts = reply.count("max_attempts")?;
+        let timeout_ms = reply.int("timeout_ms")?;
+        let backoff = match reply.opt_string("backoff")? {
+            Some(text) => Some(serde_json::from_str(&text).map_err(|e| Error::CorruptJob {
+                id: id.to_string(),
+                field: "backoff",
+                detail: e.to_string(),
+            })?),
+            None => None,
+        };
+        let correlation_id = reply.opt_string("correlation_id")?;
+        let checkpoint = reply.opt_string("checkpoint")?;
+        let created_at = from_epoch_millis(reply.int("created_at")?.max(0) as u64);
+        let priority = reply.count("priority")?.min(u8::MAX as u32) as u8;
+        let releases = reply.count("releases")?;
+        jobs.push(ClaimedJob {
+            lease: Lease { queue: queue.to_string(), job_id: id, token },
+            attempt,
+            lease_deadline,
+            name,
+            payload,
+            version,
+            max_attempts,
+            timeout: (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms as u64)),
+            backoff,
+            correlation_id,
+            checkpoint,
+            created_at,
+            priority,
+            releases,
+        });
+    }
+    Ok(Claim { jobs, paused, next_due: (next_due >= 0).then(|| from_epoch_millis(next_due as u64)) })
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate;
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("hello", 10), "hello");
+        assert_eq!(truncate("hello", 3), "hel");
+        assert_eq!(truncate("héllo", 2), "h", "é is two bytes and must not be split");
+    }
+}

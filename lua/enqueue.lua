@@ -1,0 +1,105 @@
+--[[
+  enqueue: add one or more jobs to a queue, atomically.
+
+  Each job is created ready (at the back of its priority level) or, when it
+  is due later, delayed. A job whose id already exists, or whose unique key
+  is held by another job, is not written: its slot in the reply names the
+  existing job instead, so a duplicate is visible to the caller.
+
+  KEYS[1] meta      hash    queue metadata; counter `enqueued` += created
+  KEYS[2] delayed   zset    scheduled jobs, score = due time (ms)
+  KEYS[3] levels    zset    non-empty priority levels (see includes/ready)
+  KEYS[4] events    stream  lifecycle events
+
+  ARGV[1] prefix    the queue's key prefix "<prefix>:{<queue>}:"; job,
+                    ready-list and unique-lock keys are derived from it and
+                    so share the queue's hash slot
+  ARGV[2] cap       events stream bound (0 = no events)
+  ARGV[3] n         number of jobs that follow
+  then n groups of 14 values, one group per job:
+    id              job id (string, caller-chosen or UUIDv7)
+    name            job name, routes to a handler
+    payload         JSON text
+    version         payload version (integer)
+    priority        level 0..9, higher served first
+    max_attempts    attempts before the job is dead (>= 1)
+    delay_ms        run after now + delay_ms (0 = now); ignored if run_at_ms
+    run_at_ms       absolute due time, Unix ms on the server's clock (0 = unset)
+    timeout_ms      per-attempt timeout the worker applies (0 = default)
+    backoff         JSON backoff override, or "" for the queue default
+    unique_key      "" or a deduplication key
+    unique_ttl_ms   lock lifetime (a backstop in 'until_finished' mode)
+    unique_mode     'until_finished' (released when the job completes or
+                    dies) or 'ttl' (held until it expires)
+    correlation_id  "" or the caller's correlation id
+
+  Reply: flat list of n pairs {status, id}: status 'created' (id = the new
+  job), 'duplicate_id' (a job with this id exists) or 'duplicate_unique'
+  (id = the job holding the unique key).
+  Errors: none; arguments are validated by the client.
+]]
+-- @include "clock"
+-- @include "events"
+-- @include "ready"
+local meta_key = KEYS[1]
+local delayed_key = KEYS[2]
+local levels_key = KEYS[3]
+local events_key = KEYS[4]
+local prefix = ARGV[1]
+local cap = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local STRIDE = 14
+
+local now = now_ms()
+local reply = {}
+local created = 0
+
+for j = 0, n - 1 do
+  local a = 3 + j * STRIDE
+  local id, name, payload = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local version, priority, max_attempts = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
+  local delay_ms, run_at_ms = tonumber(ARGV[a + 7]), tonumber(ARGV[a + 8])
+  local timeout_ms, backoff = ARGV[a + 9], ARGV[a + 10]
+  local unique_key, unique_ttl_ms, unique_mode = ARGV[a + 11], tonumber(ARGV[a + 12]), ARGV[a + 13]
+  local correlation_id = ARGV[a + 14]
+  local job_key = prefix .. 'job:' .. id
+
+  local holder = nil
+  if unique_key ~= '' then
+    holder = redis.call('GET', prefix .. 'unique:' .. unique_key)
+  end
+  if redis.call('EXISTS', job_key) == 1 then
+    reply[#reply + 1] = 'duplicate_id'
+    reply[#reply + 1] = id
+  elseif holder then
+    reply[#reply + 1] = 'duplicate_unique'
+    reply[#reply + 1] = holder
+  else
+    if unique_key ~= '' then
+      redis.call('SET', prefix .. 'unique:' .. unique_key, id, 'PX', unique_ttl_ms)
+    end
+    local due = now + delay_ms
+    if run_at_ms > 0 then due = run_at_ms end
+    local state = 'ready'
+    if due > now then state = 'delayed' end
+    redis.call('HSET', job_key, 'id', id, 'name', name, 'payload', payload,
+      'version', version, 'priority', priority, 'max_attempts', max_attempts,
+      'timeout_ms', timeout_ms, 'backoff', backoff, 'unique_key', unique_key,
+      'unique_mode', unique_mode, 'correlation_id', correlation_id,
+      'state', state, 'attempt', 0, 'created_at', now, 'due_at', due)
+    if state == 'delayed' then
+      redis.call('ZADD', delayed_key, due, id)
+    else
+      push_ready(prefix, levels_key, id, priority, false)
+    end
+    created = created + 1
+    emit(events_key, cap, 'enqueued', id, name, 0, correlation_id, {'state', state})
+    reply[#reply + 1] = 'created'
+    reply[#reply + 1] = id
+  end
+end
+
+if created > 0 then
+  redis.call('HINCRBY', meta_key, 'enqueued', created)
+end
+return reply

@@ -1,0 +1,33 @@
+--[[
+  extend: renew the leases of many jobs in one call (the worker's heartbeat).
+
+  Each (id, token) pair whose token still holds the job's lease gets the
+  deadline now + lease_ms. Any other pair is reported lost and changes
+  nothing: its handler must be cancelled and its outcome discarded.
+
+  KEYS[1] active  zset  lease deadline (ms) per job id
+
+  ARGV[1] prefix    the queue's key prefix (see enqueue.lua)
+  ARGV[2] lease_ms  new lease length from now, in ms
+  ARGV[3..] pairs   id, token, id, token, ...
+
+  Reply: {deadline_ms, lost_id...}: the new deadline of the renewed leases,
+  then the ids whose lease was lost (empty when all were renewed).
+  Errors: none.
+]]
+-- @include "clock"
+local active_key = KEYS[1]
+local prefix = ARGV[1]
+local lease_ms = tonumber(ARGV[2])
+local deadline = now_ms() + lease_ms
+local reply = {deadline}
+for i = 3, #ARGV, 2 do
+  local id, token = ARGV[i], ARGV[i + 1]
+  local f = redis.call('HMGET', prefix .. 'job:' .. id, 'state', 'lease_token')
+  if f[1] == 'active' and f[2] == token then
+    redis.call('ZADD', active_key, 'XX', deadline, id)
+  else
+    reply[#reply + 1] = id
+  end
+end
+return reply

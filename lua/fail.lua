@@ -1,0 +1,77 @@
+--[[
+  fail: record a failed attempt and decide the job's next place.
+
+  The attempt's error (kind, message, worker, time, attempt) is appended to
+  the job's history. Then:
+    transient, attempts left   -> delayed, due now + retry_delay_ms (the
+                                  backoff with jitter the caller computed)
+    permanent                  -> dead, reason as given ('permanent' when "")
+    transient, attempts spent  -> dead, reason 'attempts_exhausted'
+  Ownership: only the current lease token may fail a job; resending the same
+  failure after a lost reply returns the first outcome and records nothing.
+
+  KEYS[1] meta     hash    counters `retried`, `dead`
+  KEYS[2] active   zset    lease deadlines
+  KEYS[3] delayed  zset    due time (ms) per job id
+  KEYS[4] dead     zset    time of death (ms) per job id; never trimmed
+  KEYS[5] events   stream  lifecycle events
+
+  ARGV[1] prefix          the queue's key prefix (see enqueue.lua)
+  ARGV[2] cap             events stream bound (0 = no events)
+  ARGV[3] id              job id
+  ARGV[4] token           the lease token from claim
+  ARGV[5] kind            'transient' or 'permanent'
+  ARGV[6] reason          for a permanent failure, a short reason code
+                          (e.g. 'unknown_job', 'invalid_payload'); "" means
+                          'permanent'
+  ARGV[7] message         the error text (the client bounds its length)
+  ARGV[8] retry_delay_ms  delay before the retry of a transient failure
+
+  Reply: {outcome, at_ms, reason}: outcome 'retrying' (at_ms = due time) or
+  'dead' (at_ms = time of death, reason = why). A resend replies the same
+  shape from the job's stored fields.
+  Errors: JOB_NOT_FOUND, LEASE_LOST (see complete.lua).
+]]
+-- @include "clock"
+-- @include "events"
+-- @include "fence"
+-- @include "finish"
+local meta_key, active_key, delayed_key, dead_key, events_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local prefix = ARGV[1]
+local cap = tonumber(ARGV[2])
+local id, token, kind, reason, message = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local retry_delay_ms = tonumber(ARGV[8])
+
+local job_key = prefix .. 'job:' .. id
+local status, job = fence(job_key, id, token, {retrying = true, dead = true})
+if status == 'already' then
+  if job.outcome == 'dead' then
+    local f = redis.call('HMGET', job_key, 'died_at', 'dead_reason')
+    return {'dead', tonumber(f[1]), f[2]}
+  end
+  return {'retrying', tonumber(redis.call('HGET', job_key, 'due_at')), ''}
+end
+
+local now = now_ms()
+redis.call('ZREM', active_key, id)
+record_error(job_key, {attempt = job.attempt, kind = kind, message = message,
+  worker = job.worker or '', at = now})
+
+if kind == 'permanent' or job.attempt >= job.max_attempts then
+  if kind == 'permanent' then
+    if reason == '' then reason = 'permanent' end
+  else
+    reason = 'attempts_exhausted'
+  end
+  bury(prefix, meta_key, dead_key, events_key, id, job, now, reason, cap)
+  return {'dead', now, reason}
+end
+
+local due = now + retry_delay_ms
+redis.call('ZADD', delayed_key, due, id)
+redis.call('HSET', job_key, 'state', 'delayed', 'outcome', 'retrying', 'due_at', due)
+redis.call('HINCRBY', meta_key, 'retried', 1)
+emit(events_key, cap, 'retrying', id, job.name, job.attempt, job.correlation_id,
+  {'due_at', due, 'error', message})
+return {'retrying', due, ''}

@@ -1,0 +1,31 @@
+--[[
+  include fence: ownership check shared by every outcome script.
+
+  fence(job_key, id, token, outcomes) -> status, job
+    status 'ok'       the token holds the job's current lease: go ahead.
+    status 'already'  this token's attempt already ended with one of
+                      `outcomes` (a set: outcome -> true): the caller is
+                      resending after a lost reply; reply success again and
+                      change nothing.
+    job               table of the fields read: state, attempt,
+                      max_attempts, name, correlation_id, priority,
+                      unique_key, unique_mode, outcome, worker.
+  Raises JOB_NOT_FOUND when the job hash does not exist and LEASE_LOST for
+  any other token or state; nothing has been written when it raises.
+]]
+local function fence(job_key, id, token, outcomes)
+  local f = redis.call('HMGET', job_key, 'state', 'lease_token', 'outcome',
+    'attempt', 'max_attempts', 'name', 'correlation_id', 'priority',
+    'unique_key', 'unique_mode', 'worker')
+  if not f[1] then
+    error({err = 'JOB_NOT_FOUND job ' .. id .. ' does not exist'})
+  end
+  local job = {state = f[1], outcome = f[3], attempt = tonumber(f[4]) or 0,
+    max_attempts = tonumber(f[5]) or 1, name = f[6], correlation_id = f[7],
+    priority = f[8] or '0', unique_key = f[9], unique_mode = f[10], worker = f[11]}
+  if f[2] == token then
+    if f[1] == 'active' then return 'ok', job end
+    if outcomes[f[3]] then return 'already', job end
+  end
+  error({err = 'LEASE_LOST job ' .. id .. ' is ' .. f[1] .. ' and not leased by this token'})
+end

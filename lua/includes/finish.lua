@@ -1,0 +1,40 @@
+--[[
+  include finish: bookkeeping shared by the scripts that end an attempt.
+
+  release_unique(prefix, id, job)
+    Deletes the job's unique-key lock when the lock mode is
+    'until_finished' and the lock still names this job (only its owner may
+    release it). 'ttl' locks simply expire.
+  record_error(job_key, entry)
+    Appends one attempt's error to the job's history: field `errors` counts
+    the entries, field `error:<n>` holds entry n as JSON. The history is
+    never rewritten, so a dead job keeps every attempt's story.
+  bury(prefix, keys, id, job, now, reason, cap)
+    Moves a job (already removed from its previous structure) to the dead
+    letter zset, score = time of death, with its reason. Dead letters are
+    never trimmed automatically.
+]]
+local function release_unique(prefix, id, job)
+  if job.unique_key and job.unique_key ~= '' and job.unique_mode == 'until_finished' then
+    local lock_key = prefix .. 'unique:' .. job.unique_key
+    if redis.call('GET', lock_key) == id then
+      redis.call('DEL', lock_key)
+    end
+  end
+end
+
+local function record_error(job_key, entry)
+  local n = redis.call('HINCRBY', job_key, 'errors', 1)
+  redis.call('HSET', job_key, 'error:' .. n, cjson.encode(entry))
+end
+
+local function bury(prefix, meta_key, dead_key, events_key, id, job, now, reason, cap)
+  local job_key = prefix .. 'job:' .. id
+  redis.call('ZADD', dead_key, now, id)
+  redis.call('HSET', job_key, 'state', 'dead', 'outcome', 'dead', 'dead_reason', reason,
+    'died_at', now, 'finished_at', now)
+  redis.call('HINCRBY', meta_key, 'dead', 1)
+  release_unique(prefix, id, job)
+  emit(events_key, cap, 'dead', id, job.name, job.attempt, job.correlation_id,
+    {'reason', reason})
+end

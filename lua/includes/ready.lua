@@ -1,0 +1,74 @@
+--[[
+  include ready: the ready lists, one list per priority level.
+
+  Key layout (all under the queue's hash-tagged prefix):
+    <prefix>ready:<level>   list   job ids of one priority level; new jobs
+                                   are LPUSHed, claims RPOP (FIFO); the
+                                   "front" of the line is the right end.
+    <prefix>levels          zset   the levels that may hold jobs,
+                                   member = score = level; higher is served
+                                   first. May name a level whose list has
+                                   emptied; pop_ready removes it lazily.
+    <prefix>wake            list   wake-up tokens for idle workers, which
+                                   block on it (BLPOP) instead of polling.
+                                   At most WAKE_TOKENS entries.
+
+  push_ready(prefix, levels_key, id, level, front)
+    front = true puts the job at the head of its level (release). When the
+    level's list was empty, an idle worker may be waiting: signal_ready.
+  signal_ready(prefix)
+    Adds a wake token unless WAKE_TOKENS are already waiting. Tokens cost a
+    command only when a list turns non-empty (or after a full claim that
+    left work behind), never per job of a busy queue.
+  pop_ready(prefix, levels_key, count) -> list of at most count ids,
+    highest level first, FIFO within a level.
+  ready_count(prefix, levels_key) -> total ids in all ready lists.
+]]
+local WAKE_TOKENS = 4
+
+local function signal_ready(prefix)
+  local wake_key = prefix .. 'wake'
+  if redis.call('LLEN', wake_key) < WAKE_TOKENS then
+    redis.call('LPUSH', wake_key, '1')
+  end
+end
+
+local function push_ready(prefix, levels_key, id, level, front)
+  local list_key = prefix .. 'ready:' .. level
+  local len
+  if front then
+    len = redis.call('RPUSH', list_key, id)
+  else
+    len = redis.call('LPUSH', list_key, id)
+  end
+  if len == 1 then
+    redis.call('ZADD', levels_key, level, level)
+    signal_ready(prefix)
+  end
+end
+
+local function pop_ready(prefix, levels_key, count)
+  local ids = {}
+  if count <= 0 then return ids end
+  local levels = redis.call('ZREVRANGE', levels_key, 0, -1)
+  for _, level in ipairs(levels) do
+    local need = count - #ids
+    if need <= 0 then break end
+    local got = redis.call('RPOP', prefix .. 'ready:' .. level, need)
+    if got then
+      for _, id in ipairs(got) do ids[#ids + 1] = id end
+    end
+    if (not got) or #got < need then
+      redis.call('ZREM', levels_key, level)
+    end
+  end
+  return ids
+end
+
+local function ready_count(prefix, levels_key)
+  local total = 0
+  for _, level in ipairs(redis.call('ZRANGE', levels_key, 0, -1)) do
+    total = total + redis.call('LLEN', prefix .. 'ready:' .. level)
+  end
+  return total
+end

@@ -1,0 +1,77 @@
+--[[
+  reap: recover jobs whose lease expired (their worker died or stalled).
+
+  Each job in `active` whose deadline has passed on the server clock goes
+  through the failure path as a transient failure with message
+  'lease expired': the attempt counts, the error is recorded with the worker
+  that lost it, and the job is retried (ready at the front after
+  retry_delay_ms = 0, else delayed) or, with its attempts spent, dead with
+  reason 'attempts_exhausted'. The lost worker's later outcome calls then
+  fail with LEASE_LOST, so it cannot corrupt the new attempt.
+
+  KEYS[1] meta     hash    counters `reaped`, `retried`, `dead`
+  KEYS[2] active   zset    lease deadline (ms) per job id
+  KEYS[3] delayed  zset    due time (ms) per job id
+  KEYS[4] dead     zset    time of death (ms) per job id
+  KEYS[5] levels   zset    non-empty priority levels
+  KEYS[6] events   stream  lifecycle events
+
+  ARGV[1] prefix          the queue's key prefix (see enqueue.lua)
+  ARGV[2] cap             events stream bound (0 = no events)
+  ARGV[3] limit           most expired leases handled in this call
+  ARGV[4] retry_delay_ms  delay before a reaped job runs again (0 = now)
+
+  Reply: {retried, dead, id...}: counts, then the ids reaped.
+  Errors: none.
+]]
+-- @include "clock"
+-- @include "events"
+-- @include "ready"
+-- @include "finish"
+local meta_key, active_key, delayed_key, dead_key, levels_key, events_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local prefix = ARGV[1]
+local cap = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+local retry_delay_ms = tonumber(ARGV[4])
+
+local now = now_ms()
+local expired = redis.call('ZRANGEBYSCORE', active_key, '-inf', '(' .. now, 'LIMIT', 0, limit)
+local reply = {0, 0}
+for _, id in ipairs(expired) do
+  local job_key = prefix .. 'job:' .. id
+  redis.call('ZREM', active_key, id)
+  local f = redis.call('HMGET', job_key, 'state', 'attempt', 'max_attempts', 'name',
+    'correlation_id', 'priority', 'unique_key', 'unique_mode', 'worker')
+  if f[1] == 'active' then
+    local job = {attempt = tonumber(f[2]) or 0, max_attempts = tonumber(f[3]) or 1,
+      name = f[4], correlation_id = f[5], priority = f[6] or '0', unique_key = f[7],
+      unique_mode = f[8], worker = f[9]}
+    record_error(job_key, {attempt = job.attempt, kind = 'transient',
+      message = 'lease expired', worker = job.worker or '', at = now})
+    if job.attempt >= job.max_attempts then
+      bury(prefix, meta_key, dead_key, events_key, id, job, now, 'attempts_exhausted', cap)
+      reply[2] = reply[2] + 1
+    else
+      redis.call('HSET', job_key, 'outcome', 'expired')
+      if retry_delay_ms > 0 then
+        redis.call('ZADD', delayed_key, now + retry_delay_ms, id)
+        redis.call('HSET', job_key, 'state', 'delayed', 'due_at', now + retry_delay_ms)
+      else
+        redis.call('HSET', job_key, 'state', 'ready')
+        push_ready(prefix, levels_key, id, job.priority, true)
+      end
+      redis.call('HINCRBY', meta_key, 'retried', 1)
+      emit(events_key, cap, 'lease_expired', id, job.name, job.attempt, job.correlation_id,
+        {'worker', job.worker or ''})
+      reply[1] = reply[1] + 1
+    end
+    reply[#reply + 1] = id
+  else
+    -- An id in `active` whose hash is missing or not active: a structure
+    -- pointing at nothing runnable. Dropping the entry loses no job.
+    emit(events_key, cap, 'orphan', id, f[4] or '', 0, '', {'from', 'active'})
+  end
+end
+if #expired > 0 then redis.call('HINCRBY', meta_key, 'reaped', #expired) end
+return reply

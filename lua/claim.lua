@@ -21,10 +21,11 @@
   ARGV[6] worker         worker instance id
   ARGV[7] promote_limit  most due delayed jobs promoted in this call
 
-  Reply: see includes/claim_jobs: {paused, next_due_ms, n, records...}.
+  Reply: see includes/claim_jobs: {paused, next_due_ms, now_ms, n, records...}.
   Errors: none.
 ]]
 -- @include "clock"
+-- @include "fields"
 -- @include "events"
 -- @include "ready"
 -- @include "claim_jobs"

@@ -22,7 +22,8 @@
     payload         JSON text
     version         payload version (integer)
     priority        level 0..9, higher served first
-    max_attempts    attempts before the job is dead (>= 1)
+    max_attempts    attempts before the job is dead (>= 1), or 0 for the
+                    queue's default, applied when failures are recorded
     delay_ms        run after now + delay_ms (0 = now); ignored if run_at_ms
     run_at_ms       absolute due time, Unix ms on the server's clock (0 = unset)
     timeout_ms      per-attempt timeout the worker applies (0 = default)
@@ -88,7 +89,7 @@ for j = 0, n - 1 do
       'unique_mode', unique_mode, 'correlation_id', correlation_id,
       'state', state, 'attempt', 0, 'created_at', now, 'due_at', due)
     if state == 'delayed' then
-      redis.call('ZADD', delayed_key, due, id)
+      schedule(prefix, delayed_key, id, due)
     else
       push_ready(prefix, levels_key, id, priority, false)
     end

@@ -11,8 +11,10 @@
   ARGV[2] lease_ms  new lease length from now, in ms
   ARGV[3..] pairs   id, token, id, token, ...
 
-  Reply: {deadline_ms, lost_id...}: the new deadline of the renewed leases,
-  then the ids whose lease was lost (empty when all were renewed).
+  Reply: {deadline_ms, lost_index...}: the new deadline of the renewed
+  leases, then the 1-based position (among the pairs) of each pair whose
+  lease was lost. Positions, not ids: one worker may hold a stale and a live
+  lease of the same job, and only the stale one must be cancelled.
   Errors: none.
 ]]
 -- @include "clock"
@@ -21,13 +23,15 @@ local prefix = ARGV[1]
 local lease_ms = tonumber(ARGV[2])
 local deadline = now_ms() + lease_ms
 local reply = {deadline}
+local pair = 0
 for i = 3, #ARGV, 2 do
+  pair = pair + 1
   local id, token = ARGV[i], ARGV[i + 1]
   local f = redis.call('HMGET', prefix .. 'job:' .. id, 'state', 'lease_token')
   if f[1] == 'active' and f[2] == token then
     redis.call('ZADD', active_key, 'XX', deadline, id)
   else
-    reply[#reply + 1] = id
+    reply[#reply + 1] = pair
   end
 end
 return reply

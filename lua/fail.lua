@@ -26,6 +26,8 @@
                           'permanent'
   ARGV[7] message         the error text (the client bounds its length)
   ARGV[8] retry_delay_ms  delay before the retry of a transient failure
+  ARGV[9] default_max_attempts  the queue's attempt budget, for a job that
+                          did not set its own (stored max_attempts = 0)
 
   Reply: {outcome, at_ms, reason}: outcome 'retrying' (at_ms = due time) or
   'dead' (at_ms = time of death, reason = why). A resend replies the same
@@ -33,7 +35,9 @@
   Errors: JOB_NOT_FOUND, LEASE_LOST (see complete.lua).
 ]]
 -- @include "clock"
+-- @include "fields"
 -- @include "events"
+-- @include "ready"
 -- @include "fence"
 -- @include "finish"
 local meta_key, active_key, delayed_key, dead_key, events_key =
@@ -42,6 +46,7 @@ local prefix = ARGV[1]
 local cap = tonumber(ARGV[2])
 local id, token, kind, reason, message = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local retry_delay_ms = tonumber(ARGV[8])
+local default_max_attempts = tonumber(ARGV[9])
 
 local job_key = prefix .. 'job:' .. id
 local status, job = fence(job_key, id, token, {retrying = true, dead = true})
@@ -58,18 +63,19 @@ redis.call('ZREM', active_key, id)
 record_error(job_key, {attempt = job.attempt, kind = kind, message = message,
   worker = job.worker or '', at = now})
 
+if job.max_attempts < 1 then job.max_attempts = default_max_attempts end
 if kind == 'permanent' or job.attempt >= job.max_attempts then
   if kind == 'permanent' then
     if reason == '' then reason = 'permanent' end
   else
     reason = 'attempts_exhausted'
   end
-  bury(prefix, meta_key, dead_key, events_key, id, job, now, reason, cap)
+  bury(prefix, meta_key, dead_key, events_key, id, job, now, reason, 'dead', cap)
   return {'dead', now, reason}
 end
 
 local due = now + retry_delay_ms
-redis.call('ZADD', delayed_key, due, id)
+schedule(prefix, delayed_key, id, due)
 redis.call('HSET', job_key, 'state', 'delayed', 'outcome', 'retrying', 'due_at', due)
 redis.call('HINCRBY', meta_key, 'retried', 1)
 emit(events_key, cap, 'retrying', id, job.name, job.attempt, job.correlation_id,

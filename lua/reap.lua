@@ -20,11 +20,14 @@
   ARGV[2] cap             events stream bound (0 = no events)
   ARGV[3] limit           most expired leases handled in this call
   ARGV[4] retry_delay_ms  delay before a reaped job runs again (0 = now)
+  ARGV[5] default_max_attempts  the queue's attempt budget, for a job that
+                          did not set its own (stored max_attempts = 0)
 
   Reply: {retried, dead, id...}: counts, then the ids reaped.
   Errors: none.
 ]]
 -- @include "clock"
+-- @include "fields"
 -- @include "events"
 -- @include "ready"
 -- @include "finish"
@@ -34,6 +37,7 @@ local prefix = ARGV[1]
 local cap = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
 local retry_delay_ms = tonumber(ARGV[4])
+local default_max_attempts = tonumber(ARGV[5])
 
 local now = now_ms()
 local expired = redis.call('ZRANGEBYSCORE', active_key, '-inf', '(' .. now, 'LIMIT', 0, limit)
@@ -44,18 +48,20 @@ for _, id in ipairs(expired) do
   local f = redis.call('HMGET', job_key, 'state', 'attempt', 'max_attempts', 'name',
     'correlation_id', 'priority', 'unique_key', 'unique_mode', 'worker')
   if f[1] == 'active' then
-    local job = {attempt = tonumber(f[2]) or 0, max_attempts = tonumber(f[3]) or 1,
+    local job = {attempt = tonumber(f[2]) or 0, max_attempts = tonumber(f[3]) or 0,
       name = f[4], correlation_id = f[5], priority = f[6] or '0', unique_key = f[7],
       unique_mode = f[8], worker = f[9]}
     record_error(job_key, {attempt = job.attempt, kind = 'transient',
       message = 'lease expired', worker = job.worker or '', at = now})
+    if job.max_attempts < 1 then job.max_attempts = default_max_attempts end
     if job.attempt >= job.max_attempts then
-      bury(prefix, meta_key, dead_key, events_key, id, job, now, 'attempts_exhausted', cap)
+      bury(prefix, meta_key, dead_key, events_key, id, job, now, 'attempts_exhausted',
+        'expired', cap)
       reply[2] = reply[2] + 1
     else
       redis.call('HSET', job_key, 'outcome', 'expired')
       if retry_delay_ms > 0 then
-        redis.call('ZADD', delayed_key, now + retry_delay_ms, id)
+        schedule(prefix, delayed_key, id, now + retry_delay_ms)
         redis.call('HSET', job_key, 'state', 'delayed', 'due_at', now + retry_delay_ms)
       else
         redis.call('HSET', job_key, 'state', 'ready')

@@ -25,6 +25,7 @@
   Errors: JOB_NOT_FOUND, LEASE_LOST (see complete.lua).
 ]]
 -- @include "clock"
+-- @include "fields"
 -- @include "events"
 -- @include "ready"
 -- @include "fence"
@@ -42,12 +43,12 @@ end
 
 local now = now_ms()
 redis.call('ZREM', active_key, id)
-redis.call('HINCRBY', job_key, 'attempt', -1)
-local releases = redis.call('HINCRBY', job_key, 'releases', 1)
+bump(job_key, 'attempt', -1)
+local releases = bump(job_key, 'releases', 1)
 redis.call('HSET', job_key, 'outcome', 'released')
 if delay_ms > 0 then
   local due = now + delay_ms
-  redis.call('ZADD', delayed_key, due, id)
+  schedule(prefix, delayed_key, id, due)
   redis.call('HSET', job_key, 'state', 'delayed', 'due_at', due)
 else
   redis.call('HSET', job_key, 'state', 'ready')

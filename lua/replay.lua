@@ -21,6 +21,7 @@
   Errors: none.
 ]]
 -- @include "clock"
+-- @include "fields"
 -- @include "events"
 -- @include "ready"
 local meta_key, dead_key, levels_key, events_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -38,7 +39,7 @@ for i = 3, #ARGV do
     redis.call('HSET', job_key, 'state', 'ready', 'attempt', 0, 'outcome', '',
       'last_dead_reason', f[3] or '', 'replayed_at', now)
     redis.call('HDEL', job_key, 'dead_reason', 'died_at', 'finished_at')
-    redis.call('HINCRBY', job_key, 'replays', 1)
+    bump(job_key, 'replays', 1)
     push_ready(prefix, levels_key, id, f[2] or '0', false)
     emit(events_key, cap, 'replayed', id, f[4], 0, f[5], nil)
     reply[1] = reply[1] + 1

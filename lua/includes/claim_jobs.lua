@@ -5,6 +5,9 @@
 
   claim_jobs(prefix, k, now, count, lease_ms, token_prefix, worker,
              promote_limit, cap) -> reply table
+  append_record(reply, job_key, id, token, attempt, deadline) -> fields
+    appends one leased job's record; complete.lua uses it to answer a
+    resent complete-and-claim with the jobs the first call leased.
     k              {meta=, delayed=, active=, levels=, events=} key names
     count          most jobs to lease (0 leases none but still reports)
     lease_ms       lease length; deadline = now + lease_ms (server clock)
@@ -12,8 +15,9 @@
                    call gets lease token "<token_prefix>.<i>"
     worker         worker instance id recorded on the job
     promote_limit  most due delayed jobs moved to ready in this call
-  Reply: {paused (0|1), next_due_ms (-1 when no delayed job),
-          n, then n records of CLAIM_FIELDS values each}:
+  Reply: {paused (0|1), next_due_ms (-1 when no delayed job), now_ms (the
+          server clock, so a worker can sleep until next_due without
+          trusting its own clock), n, then n records of 15 values each}:
           id, lease_token, attempt, lease_deadline_ms, name, payload,
           version, max_attempts, timeout_ms, backoff, correlation_id,
           checkpoint, created_at, priority, releases
@@ -45,43 +49,55 @@ local function next_due_ms(delayed_key)
   return -1
 end
 
+-- Appends one leased job's record (the 15 values above) to `reply`;
+-- returns the fields read, so callers can name the job in events.
+local function append_record(reply, job_key, id, token, attempt, deadline)
+  local f = redis.call('HMGET', job_key, 'name', 'payload', 'version',
+    'max_attempts', 'timeout_ms', 'backoff', 'correlation_id', 'checkpoint',
+    'created_at', 'priority', 'releases')
+  local base = #reply
+  reply[base + 1] = id
+  reply[base + 2] = token
+  reply[base + 3] = attempt
+  reply[base + 4] = deadline
+  for i = 1, 11 do reply[base + 4 + i] = f[i] or '' end
+  return f
+end
+
 local function claim_jobs(prefix, k, now, count, lease_ms, token_prefix, worker, promote_limit, cap)
   promote_due(prefix, k, now, promote_limit, cap)
   if redis.call('HGET', k.meta, 'paused') == '1' then
-    return {1, next_due_ms(k.delayed), 0}
+    return {1, next_due_ms(k.delayed), now, 0}
   end
-  local reply = {0, 0, 0}
+  local reply = {0, 0, now, 0}
   local deadline = now + lease_ms
   local n = 0
-  local ids = pop_ready(prefix, k.levels, count)
-  if count > 0 and #ids == count and redis.call('ZCARD', k.levels) > 0 then
+  -- Orphans (ids without a job hash) do not use up the count: pop again
+  -- for the shortfall, a bounded number of times.
+  for _ = 1, 4 do
+    local ids = pop_ready(prefix, k.levels, count - n)
+    for _, id in ipairs(ids) do
+      local job_key = prefix .. 'job:' .. id
+      if redis.call('EXISTS', job_key) == 1 then
+        n = n + 1
+        local token = token_prefix .. '.' .. n
+        local attempt = bump(job_key, 'attempt', 1)
+        redis.call('HSET', job_key, 'state', 'active', 'lease_token', token,
+          'worker', worker, 'started_at', now, 'outcome', '')
+        redis.call('ZADD', k.active, deadline, id)
+        local f = append_record(reply, job_key, id, token, attempt, deadline)
+        emit(k.events, cap, 'claimed', id, f[1], attempt, f[7], {'worker', worker})
+      else
+        emit(k.events, cap, 'orphan', id, '', 0, '', {'from', 'ready'})
+      end
+    end
+    if n >= count or #ids == 0 then break end
+  end
+  if count > 0 and n == count and redis.call('ZCARD', k.levels) > 0 then
     -- Work is left behind: wake another idle worker to take it.
     signal_ready(prefix)
   end
-  for _, id in ipairs(ids) do
-    local job_key = prefix .. 'job:' .. id
-    if redis.call('EXISTS', job_key) == 1 then
-      n = n + 1
-      local token = token_prefix .. '.' .. n
-      local attempt = redis.call('HINCRBY', job_key, 'attempt', 1)
-      redis.call('HSET', job_key, 'state', 'active', 'lease_token', token,
-        'worker', worker, 'started_at', now, 'outcome', '')
-      redis.call('ZADD', k.active, deadline, id)
-      local f = redis.call('HMGET', job_key, 'name', 'payload', 'version',
-        'max_attempts', 'timeout_ms', 'backoff', 'correlation_id', 'checkpoint',
-        'created_at', 'priority', 'releases')
-      local base = #reply
-      reply[base + 1] = id
-      reply[base + 2] = token
-      reply[base + 3] = attempt
-      reply[base + 4] = deadline
-      for i = 1, 11 do reply[base + 4 + i] = f[i] or '' end
-      emit(k.events, cap, 'claimed', id, f[1], attempt, f[7], {'worker', worker})
-    else
-      emit(k.events, cap, 'orphan', id, '', 0, '', {'from', 'ready'})
-    end
-  end
   reply[2] = next_due_ms(k.delayed)
-  reply[3] = n
+  reply[4] = n
   return reply
 end

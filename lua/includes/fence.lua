@@ -12,16 +12,24 @@
                       unique_key, unique_mode, outcome, worker.
   Raises JOB_NOT_FOUND when the job hash does not exist and LEASE_LOST for
   any other token or state; nothing has been written when it raises.
+  A job completed with retention keep_last = 0 has no hash, only a
+  short-lived marker <prefix>done:<id> holding the completing token, so a
+  resent complete is still answered 'already'.
 ]]
 local function fence(job_key, id, token, outcomes)
   local f = redis.call('HMGET', job_key, 'state', 'lease_token', 'outcome',
     'attempt', 'max_attempts', 'name', 'correlation_id', 'priority',
     'unique_key', 'unique_mode', 'worker')
   if not f[1] then
+    local done_by = redis.call('GET', string.sub(job_key, 1, -#id - 5) .. 'done:' .. id)
+    if done_by and done_by == token then
+      if outcomes.completed then return 'already', {} end
+      error({err = 'LEASE_LOST job ' .. id .. ' was completed by this token'})
+    end
     error({err = 'JOB_NOT_FOUND job ' .. id .. ' does not exist'})
   end
   local job = {state = f[1], outcome = f[3], attempt = tonumber(f[4]) or 0,
-    max_attempts = tonumber(f[5]) or 1, name = f[6], correlation_id = f[7],
+    max_attempts = tonumber(f[5]) or 0, name = f[6], correlation_id = f[7],
     priority = f[8] or '0', unique_key = f[9], unique_mode = f[10], worker = f[11]}
   if f[2] == token then
     if f[1] == 'active' then return 'ok', job end

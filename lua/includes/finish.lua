@@ -9,10 +9,13 @@
     Appends one attempt's error to the job's history: field `errors` counts
     the entries, field `error:<n>` holds entry n as JSON. The history is
     never rewritten, so a dead job keeps every attempt's story.
-  bury(prefix, keys, id, job, now, reason, cap)
+  bury(prefix, meta_key, dead_key, events_key, id, job, now, reason, outcome, cap)
     Moves a job (already removed from its previous structure) to the dead
-    letter zset, score = time of death, with its reason. Dead letters are
-    never trimmed automatically.
+    letter zset, score = time of death, with its reason. `outcome` records
+    how the attempt ended: 'dead' when its owner failed it (a resend of that
+    fail is then recognized), 'expired' when the reaper took it (the lost
+    owner's later calls are then LEASE_LOST). Dead letters are never trimmed
+    automatically.
 ]]
 local function release_unique(prefix, id, job)
   if job.unique_key and job.unique_key ~= '' and job.unique_mode == 'until_finished' then
@@ -24,14 +27,14 @@ local function release_unique(prefix, id, job)
 end
 
 local function record_error(job_key, entry)
-  local n = redis.call('HINCRBY', job_key, 'errors', 1)
+  local n = bump(job_key, 'errors', 1)
   redis.call('HSET', job_key, 'error:' .. n, cjson.encode(entry))
 end
 
-local function bury(prefix, meta_key, dead_key, events_key, id, job, now, reason, cap)
+local function bury(prefix, meta_key, dead_key, events_key, id, job, now, reason, outcome, cap)
   local job_key = prefix .. 'job:' .. id
   redis.call('ZADD', dead_key, now, id)
-  redis.call('HSET', job_key, 'state', 'dead', 'outcome', 'dead', 'dead_reason', reason,
+  redis.call('HSET', job_key, 'state', 'dead', 'outcome', outcome, 'dead_reason', reason,
     'died_at', now, 'finished_at', now)
   redis.call('HINCRBY', meta_key, 'dead', 1)
   release_unique(prefix, id, job)

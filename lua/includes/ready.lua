@@ -20,6 +20,10 @@
     Adds a wake token unless WAKE_TOKENS are already waiting. Tokens cost a
     command only when a list turns non-empty (or after a full claim that
     left work behind), never per job of a busy queue.
+  schedule(prefix, delayed_key, id, due)
+    Adds a job to the delayed zset. When it becomes the earliest due job,
+    a wake token lets an idle worker (asleep until the old earliest) re-plan,
+    so delayed jobs start on time without polling.
   pop_ready(prefix, levels_key, count) -> list of at most count ids,
     highest level first, FIFO within a level.
   ready_count(prefix, levels_key) -> total ids in all ready lists.
@@ -43,6 +47,13 @@ local function push_ready(prefix, levels_key, id, level, front)
   end
   if len == 1 then
     redis.call('ZADD', levels_key, level, level)
+    signal_ready(prefix)
+  end
+end
+
+local function schedule(prefix, delayed_key, id, due)
+  redis.call('ZADD', delayed_key, due, id)
+  if redis.call('ZRANGE', delayed_key, 0, 0)[1] == id then
     signal_ready(prefix)
   end
 end

@@ -42,8 +42,12 @@ impl Client {
         let mut conn = self.conn();
         let fields: BTreeMap<String, String> =
             redis::cmd("HGETALL").arg(keys.job(id.as_str())).query_async(&mut conn).await?;
-        Job::from_fields(name.as_str(), fields)?
-            .ok_or_else(|| Error::JobNotFound { queue: queue.to_string(), id: id.to_string() })
+        let mut job = Job::from_fields(name.as_str(), fields)?
+            .ok_or_else(|| Error::JobNotFound { queue: queue.to_string(), id: id.to_string() })?;
+        if job.max_attempts == 0 {
+            job.max_attempts = self.options().policy(queue).max_attempts;
+        }
+        Ok(job)
     }
 
     /// How many jobs of `queue` are in each state.

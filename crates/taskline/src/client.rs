@@ -1,6 +1,6 @@
 //! The `Client`: a connection to Redis plus the settings every call uses.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +28,16 @@ impl Default for Retention {
     }
 }
 
+/// Per-queue settings that apply when outcomes are recorded: what a worker's
+/// configuration says about a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueuePolicy {
+    /// Attempts of a job that did not set its own.
+    pub max_attempts: u32,
+    /// Completed-job retention.
+    pub retention: Retention,
+}
+
 /// Settings of a [`Client`]. Build one with [`Client::builder`].
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -35,13 +45,18 @@ pub struct ClientOptions {
     pub prefix: String,
     /// Largest payload or result accepted, in bytes (default 512 KiB).
     pub max_payload_bytes: usize,
-    /// Attempts of a job that does not set its own (default 5).
+    /// Attempts of a job that does not set its own (default 5), for queues
+    /// without an entry in `queues`. Applied when failures are recorded, so
+    /// it is the recording client's (the worker's) setting that counts.
     pub default_max_attempts: u32,
     /// Backstop lifetime of an `UntilFinished` unique key after the job's
     /// due time (default 24 h).
     pub unique_backstop: Duration,
-    /// Completed-job retention applied when a job completes.
+    /// Completed-job retention applied when a job completes, for queues
+    /// without an entry in `queues`.
     pub retention: Retention,
+    /// Per-queue overrides of `default_max_attempts` and `retention`.
+    pub queues: HashMap<String, QueuePolicy>,
     /// Bound of each queue's event stream (default 10,000; 0 disables events).
     pub events_max_len: u64,
     /// Most due delayed jobs one claim promotes (default 200).
@@ -53,6 +68,16 @@ pub struct ClientOptions {
     pub connection_timeout: Duration,
 }
 
+impl ClientOptions {
+    /// The policy of `queue`: its entry in `queues`, else the defaults.
+    pub fn policy(&self, queue: &str) -> QueuePolicy {
+        self.queues
+            .get(queue)
+            .copied()
+            .unwrap_or(QueuePolicy { max_attempts: self.default_max_attempts, retention: self.retention })
+    }
+}
+
 impl Default for ClientOptions {
     fn default() -> Self {
         Self {
@@ -61,6 +86,7 @@ impl Default for ClientOptions {
             default_max_attempts: 5,
             unique_backstop: Duration::from_secs(24 * 3600),
             retention: Retention::default(),
+            queues: HashMap::new(),
             events_max_len: 10_000,
             promote_batch: 200,
             response_timeout: Duration::from_secs(5),
@@ -123,6 +149,18 @@ impl ClientBuilder {
     pub async fn connect(self) -> Result<Client> {
         let options = self.options;
         validate_prefix(&options.prefix)?;
+        if options.unique_backstop > crate::producer::MAX_SCHEDULE {
+            return Err(Error::InvalidOption {
+                option: "unique_backstop",
+                reason: "must be at most 100 years".into(),
+            });
+        }
+        if let Some((queue, _)) = options.queues.iter().find(|(_, p)| p.max_attempts == 0) {
+            return Err(Error::InvalidOption {
+                option: "max_attempts",
+                reason: format!("queue {queue:?}: must be at least 1"),
+            });
+        }
         if options.default_max_attempts == 0 {
             return Err(Error::InvalidOption {
                 option: "default_max_attempts",

@@ -304,7 +304,7 @@ pub struct Job {
     pub state: JobState,
     /// Attempts started since enqueue or the last replay.
     pub attempt: u32,
-    /// The attempt budget.
+    /// The attempt budget (the queue's default when the job set none).
     pub max_attempts: u32,
     /// Per-job backoff override.
     pub backoff: Option<Backoff>,
@@ -386,7 +386,7 @@ impl Job {
                 priority: num(take("priority"), "priority")?.unwrap_or(0),
                 state,
                 attempt: num(take("attempt"), "attempt")?.unwrap_or(0),
-                max_attempts: num(take("max_attempts"), "max_attempts")?.unwrap_or(1),
+                max_attempts: num(take("max_attempts"), "max_attempts")?.unwrap_or(0),
                 backoff,
                 timeout: num::<u64>(take("timeout_ms"), "timeout_ms")?
                     .filter(|t| *t > 0)
@@ -429,9 +429,10 @@ pub(crate) fn from_epoch_millis(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 
-/// A time as milliseconds since the Unix epoch (0 for times before it).
+/// A time as milliseconds since the Unix epoch: 0 for times before it,
+/// saturating (never wrapping) for times beyond `u64` milliseconds.
 pub(crate) fn to_epoch_millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
 }
 
 /// Serde adapter: `SystemTime` as integer milliseconds since the epoch.

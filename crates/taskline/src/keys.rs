@@ -79,6 +79,13 @@ impl QueueKeys {
         self.key(&format!("job:{id}"))
     }
 
+    /// Short-lived marker of a job completed and deleted at once (retention
+    /// keep_last = 0): holds the completing lease token, so a resent
+    /// completion is recognized.
+    pub fn done(&self, id: &str) -> String {
+        self.key(&format!("done:{id}"))
+    }
+
     /// String lock that holds a unique key, value = the holding job's id.
     pub fn unique(&self, unique_key: &str) -> String {
         self.key(&format!("unique:{unique_key}"))

@@ -54,7 +54,7 @@ mod scripts;
 
 pub use admin::{Counts, Replayed};
 pub use backoff::{Backoff, Jitter};
-pub use client::{Client, ClientBuilder, ClientOptions, Retention};
+pub use client::{Client, ClientBuilder, ClientOptions, QueuePolicy, Retention};
 pub use doctor::{QueueReport, Violation};
 pub use error::{Error, Result};
 pub use job::{

@@ -16,6 +16,11 @@ pub const BULK_CHUNK: usize = 1_000;
 /// Longest unique key or correlation id accepted, in bytes.
 const MAX_TAG_LEN: usize = 200;
 
+/// Longest delay, unique-key TTL or distance of `run_at` accepted: 100
+/// years. Times are stored as milliseconds that Lua handles as doubles, and
+/// this keeps them far inside the exactly representable range.
+pub const MAX_SCHEDULE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// What happened to one job of a bulk enqueue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnqueueOutcome {
@@ -80,6 +85,7 @@ impl Client {
     /// enqueues nothing. Returns one outcome per job, in order; duplicates
     /// are reported, not errors.
     pub async fn enqueue_bulk(&self, queue: &str, jobs: Vec<NewJob>) -> Result<Vec<EnqueueOutcome>> {
+        self.queue_keys(queue)?;
         for job in &jobs {
             self.validate(job)?;
         }
@@ -151,6 +157,19 @@ impl Client {
                     reason: "a TTL of zero holds nothing".into(),
                 });
             }
+            if let UniqueMode::For(ttl) = mode {
+                check_schedule("unique", *ttl)?;
+            }
+        }
+        if let Some(delay) = o.delay {
+            check_schedule("delay", delay)?;
+        }
+        if let Some(at) = o.run_at {
+            let distance = match at.duration_since(SystemTime::now()) {
+                Ok(ahead) => ahead,
+                Err(past) => past.duration(),
+            };
+            check_schedule("run_at", distance)?;
         }
         if let Some(correlation_id) = &o.correlation_id {
             check_tag("correlation id", correlation_id)?;
@@ -177,7 +196,7 @@ impl Client {
                     Some(at) => at.duration_since(SystemTime::now()).unwrap_or_default(),
                     None => delay,
                 };
-                (key.as_str(), until_due + options.unique_backstop, "until_finished")
+                (key.as_str(), until_due.saturating_add(options.unique_backstop), "until_finished")
             }
         };
         args.text(id.as_str())
@@ -185,7 +204,7 @@ impl Client {
             .text(&job.payload)
             .push(o.version)
             .push(o.priority)
-            .push(o.max_attempts.unwrap_or(options.default_max_attempts))
+            .push(o.max_attempts.unwrap_or(0))
             .push(millis(delay))
             .push(run_at_ms)
             .push(o.timeout.map(millis).unwrap_or(0))
@@ -196,6 +215,16 @@ impl Client {
             .text(o.correlation_id.as_deref().unwrap_or(""));
         Ok(())
     }
+}
+
+fn check_schedule(what: &'static str, span: Duration) -> Result<()> {
+    if span > MAX_SCHEDULE {
+        return Err(Error::InvalidOption {
+            option: what,
+            reason: format!("{span:?} is more than 100 years away; use a shorter time"),
+        });
+    }
+    Ok(())
 }
 
 fn check_tag(what: &'static str, value: &str) -> Result<()> {

@@ -83,6 +83,18 @@ pub struct Claim {
     /// When the earliest delayed job is due, so an idle worker can sleep
     /// until then.
     pub next_due: Option<SystemTime>,
+    /// The Redis server's clock when the claim ran: compare `next_due` with
+    /// this, never with the local clock.
+    pub server_time: Option<SystemTime>,
+}
+
+impl Claim {
+    /// How long until the earliest delayed job is due, on the server's
+    /// clock; `None` when no job is delayed.
+    pub fn next_due_in(&self) -> Option<Duration> {
+        let due = self.next_due?;
+        Some(due.duration_since(self.server_time?).unwrap_or_default())
+    }
 }
 
 /// How a completion was recorded.
@@ -188,7 +200,7 @@ impl Client {
         push_claim_args(&mut args, options, self.options().promote_batch);
         let value = self.run(&SCRIPTS.claim, &claim_keys(&keys), args.0).await?;
         let mut reply = Reply::new(value, "claim")?;
-        read_claim(&mut reply, queue)
+        read_claim(&mut reply, queue, self.options().policy(queue).max_attempts)
     }
 
     /// Marks the leased job completed, storing `result` (JSON) if given.
@@ -222,7 +234,7 @@ impl Client {
         if result.len() > limit {
             return Err(Error::PayloadTooLarge { what: "result", size: result.len(), limit });
         }
-        let retention = self.options().retention;
+        let retention = self.options().policy(&lease.queue).retention;
         let mut args = self.outcome_args(&keys, lease);
         args.text(&result).push(retention.keep_last).push(retention.max_age.map(millis).unwrap_or(0));
         match claim {
@@ -243,7 +255,10 @@ impl Client {
             "already" => Completion::AlreadyCompleted,
             other => return Err(Error::Protocol { script: "complete", detail: format!("status {other:?}") }),
         };
-        Ok((completion, read_claim(&mut reply, &lease.queue)?))
+        Ok((
+            completion,
+            read_claim(&mut reply, &lease.queue, self.options().policy(&lease.queue).max_attempts)?,
+        ))
     }
 
     /// Records a failed attempt: retried later or dead, as the script decides
@@ -254,7 +269,8 @@ impl Client {
         args.text(failure.kind.as_str())
             .text(failure.reason.as_deref().unwrap_or(""))
             .text(truncate(&failure.message, MAX_ERROR_MESSAGE_BYTES))
-            .push(millis(failure.retry_delay));
+            .push(millis(failure.retry_delay))
+            .push(self.options().policy(&lease.queue).max_attempts);
         let script_keys = [keys.meta(), keys.active(), keys.delayed(), keys.dead(), keys.events()];
         let value = self
             .run(&SCRIPTS.fail, &script_keys, args.0)
@@ -291,10 +307,13 @@ impl Client {
             let deadline = from_epoch_millis(reply.int("deadline")?.max(0) as u64);
             extended.deadline = Some(extended.deadline.map_or(deadline, |d| d.min(deadline)));
             while reply.remaining() > 0 {
-                let id = reply.string("lost id")?;
-                if let Some(l) = group.iter().find(|l| l.job_id.as_str() == id) {
-                    extended.lost.push((*l).clone());
-                }
+                let position = reply.count("lost position")? as usize;
+                let lost =
+                    position.checked_sub(1).and_then(|i| group.get(i)).ok_or_else(|| Error::Protocol {
+                        script: "extend",
+                        detail: format!("lost position {position} outside 1..={}", group.len()),
+                    })?;
+                extended.lost.push((*lost).clone());
             }
         }
         Ok(extended)
@@ -322,7 +341,11 @@ impl Client {
     pub async fn reap(&self, queue: &str, limit: u32, retry_delay: Duration) -> Result<Reaped> {
         let (_, keys) = self.queue_keys(queue)?;
         let mut args = Args::default();
-        args.text(keys.prefix()).push(self.options().events_max_len).push(limit).push(millis(retry_delay));
+        args.text(keys.prefix())
+            .push(self.options().events_max_len)
+            .push(limit)
+            .push(millis(retry_delay))
+            .push(self.options().policy(queue).max_attempts);
         let script_keys =
             [keys.meta(), keys.active(), keys.delayed(), keys.dead(), keys.levels(), keys.events()];
         let value = self.run(&SCRIPTS.reap, &script_keys, args.0).await?;
@@ -363,10 +386,12 @@ fn push_claim_args(args: &mut Args, options: &ClaimOptions, promote_limit: u32) 
         .push(promote_limit);
 }
 
-/// Reads `{paused, next_due_ms, n, records...}` (see `claim_jobs.lua`).
-fn read_claim(reply: &mut Reply, queue: &str) -> Result<Claim> {
+/// Reads `{paused, next_due_ms, now_ms, n, records...}` (see `claim_jobs.lua`).
+/// A stored `max_attempts` of 0 means the queue's default.
+fn read_claim(reply: &mut Reply, queue: &str, default_max_attempts: u32) -> Result<Claim> {
     let paused = reply.int("paused")? == 1;
     let next_due = reply.int("next_due_ms")?;
+    let now = reply.int("now_ms")?;
     let n = reply.count("n")?;
     let mut jobs = Vec::with_capacity(n as usize);
     for _ in 0..n {
@@ -377,7 +402,10 @@ fn read_claim(reply: &mut Reply, queue: &str) -> Result<Claim> {
         let name = reply.string("name")?;
         let payload = reply.string("payload")?;
         let version = reply.count("version")?;
-        let max_attempts = reply.count("max_attempts")?;
+        let max_attempts = match reply.count("max_attempts")? {
+            0 => default_max_attempts,
+            n => n,
+        };
         let timeout_ms = reply.int("timeout_ms")?;
         let backoff = match reply.opt_string("backoff")? {
             Some(text) => Some(serde_json::from_str(&text).map_err(|e| Error::CorruptJob {
@@ -409,7 +437,12 @@ fn read_claim(reply: &mut Reply, queue: &str) -> Result<Claim> {
             releases,
         });
     }
-    Ok(Claim { jobs, paused, next_due: (next_due >= 0).then(|| from_epoch_millis(next_due as u64)) })
+    Ok(Claim {
+        jobs,
+        paused,
+        next_due: (next_due >= 0).then(|| from_epoch_millis(next_due as u64)),
+        server_time: (now > 0).then(|| from_epoch_millis(now as u64)),
+    })
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary.

@@ -13,6 +13,7 @@ use redis::Script;
 /// Shared helpers, by include name.
 const INCLUDES: &[(&str, &str)] = &[
     ("clock", include_str!("../../../lua/includes/clock.lua")),
+    ("fields", include_str!("../../../lua/includes/fields.lua")),
     ("events", include_str!("../../../lua/includes/events.lua")),
     ("ready", include_str!("../../../lua/includes/ready.lua")),
     ("fence", include_str!("../../../lua/includes/fence.lua")),

@@ -1,0 +1,12 @@
+//! Integration tests of the client crate against real `redis-server`
+//! processes (one per test, on a free port, killed on drop).
+//!
+//! One test binary with a module per area; shared helpers live in
+//! `support`.
+
+mod support;
+
+mod cluster;
+mod enqueue;
+mod faults;
+mod lifecycle;

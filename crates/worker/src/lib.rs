@@ -1,0 +1,50 @@
+//! # Taskline worker
+//!
+//! The runtime that claims jobs under a lease and runs them: a library for
+//! Rust teams that register their own handlers, and the `taskline-worker`
+//! binary configured by TOML (see `config/worker.toml`).
+//!
+//! ```no_run
+//! use taskline_worker::{Config, JobContext, Worker, handler_fn};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::load("config/worker.toml".as_ref())?;
+//! let worker = Worker::builder(config)
+//!     .handler("emails", "send_email", handler_fn(|ctx: JobContext, to: String| async move {
+//!         println!("job {} mails {to}", ctx.id);
+//!         Ok(None)
+//!     }))
+//!     .build()?;
+//! let shutdown = CancellationToken::new();
+//! worker.run(shutdown.clone(), CancellationToken::new()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML configuration, env overrides and validation.
+//! - [`handler`]: [`Handler`], [`JobContext`], [`JobError`], [`handler_fn`].
+//! - [`worker`]: [`Worker`], its builder and the supervisor (shutdown order).
+//! - [`scheduler`]: slots, per-queue concurrency, weights and strict queues.
+//! - `runner`: one job's run and the recording of its outcome.
+//! - [`leases`]: held leases and the [`leases::LeaseRenewer`] heartbeat.
+//! - [`reaper`]: recovery of expired leases.
+//! - [`waiter`]: the blocking idle wait with its watchdog.
+//! - [`simulate`]: the built-in `simulate` handler kind.
+//! - [`logging`]: tracing setup (text or JSON).
+
+pub mod config;
+pub mod handler;
+pub mod leases;
+pub mod logging;
+pub mod reaper;
+mod runner;
+pub mod scheduler;
+pub mod simulate;
+pub mod waiter;
+pub mod worker;
+
+pub use config::{Config, ConfigError};
+pub use handler::{BoxFuture, FnHandler, Handler, HandlerResult, JobContext, JobError, handler_fn};
+pub use worker::{Worker, WorkerBuilder, WorkerError, WorkerReport};

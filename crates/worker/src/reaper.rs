@@ -1,0 +1,68 @@
+//! The reaper: recovers jobs whose lease expired because their worker died.
+//!
+//! Every worker runs one; reaping is idempotent, so several reapers on the
+//! same queue are harmless. Each pass handles every configured queue, in
+//! batches until a queue has no expired lease left.
+
+use std::time::Duration;
+
+use taskline::Client;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Expired leases recovered per script call.
+const BATCH: u32 = 100;
+
+/// Periodically reaps the expired leases of some queues.
+pub struct Reaper {
+    client: Client,
+    queues: Vec<String>,
+    interval: Duration,
+}
+
+impl Reaper {
+    /// A reaper of `queues` every `interval` (with up to 20 % jitter, so a
+    /// fleet of workers started together does not reap in lockstep).
+    pub fn new(client: Client, queues: Vec<String>, interval: Duration) -> Self {
+        Self { client, queues, interval }
+    }
+
+    /// Runs until `shutdown`; the first pass runs at once, to recover what a
+    /// crashed predecessor left behind.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            self.exec().await;
+            let jitter = self.interval.mul_f64(rand::random::<f64>() * 0.2);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.interval + jitter) => {}
+            }
+        }
+    }
+
+    /// One pass over every queue. Returns how many jobs were reaped.
+    pub async fn exec(&self) -> u32 {
+        let mut total = 0;
+        for queue in &self.queues {
+            loop {
+                match self.client.reap(queue, BATCH, Duration::ZERO).await {
+                    Ok(reaped) => {
+                        let n = reaped.ids.len() as u32;
+                        total += n;
+                        if n > 0 {
+                            info!(queue = %queue, retried = reaped.retried, dead = reaped.dead, ids = ?reaped.ids, "recovered jobs whose lease expired");
+                        }
+                        if n < BATCH {
+                            break;
+                        }
+                    }
+                    Err(err) => {
+                        warn!(queue = %queue, error = %err, "reap failed; retrying next pass");
+                        break;
+                    }
+                }
+            }
+        }
+        total
+    }
+}

@@ -1,0 +1,274 @@
+//! Runs one claimed job: dispatch, timeout, cancellation, and recording the
+//! outcome so that it is neither lost nor recorded twice.
+//!
+//! Outcome calls that fail on the connection are resent with the same lease
+//! token until they land (the scripts answer a resend with the first
+//! outcome), or until the lease is reported lost, or until a hard stop.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use taskline::{ClaimOptions, ClaimedJob, Completion, Error, FailOutcome, Failure};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::handler::{JobContext, JobError};
+use crate::worker::Shared;
+
+/// How one attempt ended, before it is recorded.
+enum Outcome {
+    Success(Option<serde_json::Value>),
+    Failed(JobError),
+    /// Give the job back without spending the attempt.
+    Release(Option<Duration>),
+    /// The lease was lost: another attempt owns the job; record nothing.
+    Discard,
+}
+
+/// Runs `job` of queue index `queue` and, while the scheduler agrees, the
+/// successors that complete-and-claim hands over. Holds one slot
+/// throughout; [`record`] frees it when no successor follows.
+pub(crate) async fn run(shared: Arc<Shared>, queue: usize, first: ClaimedJob) {
+    let mut next = Some(first);
+    while let Some(job) = next.take() {
+        let span = info_span!(
+            "job",
+            id = %job.lease.job_id,
+            queue = %job.lease.queue,
+            name = %job.name,
+            attempt = job.attempt,
+            correlation_id = job.correlation_id.as_deref().unwrap_or(""),
+        );
+        next = async {
+            if shared.log_payloads {
+                info!(payload = %job.payload, "claimed");
+            } else {
+                info!("claimed");
+            }
+            let started = Instant::now();
+            let outcome = execute(&shared, queue, &job).await;
+            record(&shared, queue, &job, outcome, started).await
+        }
+        .instrument(span)
+        .await;
+    }
+}
+
+async fn execute(shared: &Shared, queue: usize, job: &ClaimedJob) -> Outcome {
+    let Some(registered) = shared.handlers.get(&(queue, job.name.clone())) else {
+        return Outcome::Failed(
+            JobError::permanent(format!(
+                "no handler for job name {:?} on queue {:?}; register one, or enqueue it to a queue whose workers handle it",
+                job.name, job.lease.queue
+            ))
+            .with_reason("unknown_job"),
+        );
+    };
+    let supported = registered.handler.max_version();
+    if job.version > supported {
+        if job.releases < shared.max_version_retries {
+            warn!(
+                version = job.version,
+                supported,
+                releases = job.releases,
+                "payload version is newer than this worker's handler (a deploy under way?); handing the job back"
+            );
+            return Outcome::Release(Some(shared.version_retry_delay));
+        }
+        return Outcome::Failed(
+            JobError::permanent(format!(
+                "payload version {} is newer than the handler supports ({supported}) after {} returns; deploy a worker that handles it, then replay",
+                job.version, job.releases
+            ))
+            .with_reason("unsupported_version"),
+        );
+    }
+
+    let timeout = job.timeout.or(registered.timeout).or(shared.queues[queue].timeout);
+    let lost = CancellationToken::new();
+    let cancel = lost.child_token();
+    shared.leases.insert(job.lease.clone(), lost.clone());
+    let ctx = JobContext {
+        id: job.lease.job_id.clone(),
+        queue: job.lease.queue.clone(),
+        name: job.name.clone(),
+        attempt: job.attempt,
+        max_attempts: job.max_attempts,
+        version: job.version,
+        correlation_id: job.correlation_id.clone(),
+        checkpoint: job.checkpoint.clone(),
+        worker: shared.worker_id.clone(),
+        cancel: cancel.clone(),
+    };
+    // Its own task, so a panic is caught as a JoinError instead of taking
+    // the worker down.
+    let mut task = tokio::spawn(registered.handler.handle(ctx, job.payload.clone()));
+    let deadline = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        joined = &mut task => match joined {
+            Ok(Ok(result)) => Outcome::Success(result),
+            Ok(Err(err)) => Outcome::Failed(err),
+            Err(join) => Outcome::Failed(JobError::transient(format!("handler panicked: {}", panic_message(join)))),
+        },
+        _ = deadline => {
+            Outcome::Failed(JobError::transient(format!("timed out after {}", humantime::format_duration(timeout.unwrap_or_default()))))
+        }
+        _ = lost.cancelled() => Outcome::Discard,
+        _ = shared.abort_jobs.cancelled() => Outcome::Release(None),
+    };
+    cancel.cancel();
+    task.abort();
+    shared.leases.remove(&job.lease.job_id);
+    outcome
+}
+
+/// Records `outcome`; returns the successor job when complete-and-claim
+/// leased one, which inherits the slot. When it returns `None` the slot has
+/// been freed.
+async fn record(
+    shared: &Shared,
+    queue: usize,
+    job: &ClaimedJob,
+    outcome: Outcome,
+    started: Instant,
+) -> Option<ClaimedJob> {
+    let elapsed = started.elapsed();
+    let lease = &job.lease;
+    match outcome {
+        Outcome::Success(result) => {
+            if !shared.stop_claiming.is_cancelled() && shared.scheduler.hand_over(queue) {
+                let claim = ClaimOptions { count: 1, lease: shared.lease, worker: shared.worker_id.clone() };
+                let reply = resend(shared, "complete", || {
+                    shared.client.complete_and_claim(lease, result.as_ref(), &claim)
+                })
+                .await;
+                return match reply {
+                    Some((completion, mut claim)) => {
+                        log_completion(completion, elapsed);
+                        let successor = claim.jobs.pop();
+                        if successor.is_none() {
+                            shared.scheduler.unreserve(queue, 1, true);
+                        }
+                        successor
+                    }
+                    None => {
+                        shared.scheduler.unreserve(queue, 1, false);
+                        None
+                    }
+                };
+            }
+            // hand_over said no: the slot is already free for the claimer.
+            if let Some(completion) =
+                resend(shared, "complete", || shared.client.complete(lease, result.as_ref())).await
+            {
+                log_completion(completion, elapsed);
+            }
+            return None;
+        }
+        Outcome::Failed(err) => {
+            let retry_delay = err
+                .retry_after
+                .unwrap_or_else(|| job.backoff.unwrap_or(shared.queues[queue].backoff).delay(job.attempt));
+            let failure = Failure {
+                kind: err.kind,
+                reason: err.reason.clone(),
+                message: err.message.clone(),
+                retry_delay,
+            };
+            match resend(shared, "fail", || shared.client.fail(lease, &failure)).await {
+                Some(FailOutcome::Retrying { .. }) => warn!(
+                    error = %err.message,
+                    kind = err.kind.as_str(),
+                    retry_in = %humantime::format_duration(Duration::from_millis(retry_delay.as_millis() as u64)),
+                    "failed; retry scheduled"
+                ),
+                Some(FailOutcome::Dead { reason, .. }) => error!(
+                    error = %err.message,
+                    kind = err.kind.as_str(),
+                    reason = %reason,
+                    "failed; moved to the dead letter queue"
+                ),
+                None => {}
+            }
+        }
+        Outcome::Release(delay) => {
+            if let Some(released) = resend(shared, "release", || shared.client.release(lease, delay)).await {
+                info!(releases = released.releases, delay = ?delay, "released back to the queue");
+            }
+        }
+        Outcome::Discard => {
+            warn!("lease lost while running; outcome discarded (another attempt owns the job)")
+        }
+    }
+    shared.scheduler.finish(queue);
+    None
+}
+
+fn log_completion(completion: Completion, elapsed: Duration) {
+    match completion {
+        Completion::Completed => info!(took_ms = elapsed.as_millis() as u64, "completed"),
+        Completion::AlreadyCompleted => info!("completed (confirmed on resend)"),
+    }
+}
+
+/// Sends an outcome call until it lands. Connection errors are retried
+/// with the same lease token (safe: the scripts are idempotent per token);
+/// a lost lease or a missing job ends it with `None`.
+async fn resend<T, F, Fut>(shared: &Shared, what: &str, mut call: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = taskline::Result<T>>,
+{
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match call().await {
+            Ok(value) => return Some(value),
+            Err(Error::LeaseLost { .. }) => {
+                warn!(
+                    what,
+                    "lease lost before the outcome was recorded; outcome discarded (another attempt owns the job)"
+                );
+                return None;
+            }
+            Err(Error::JobNotFound { .. }) => {
+                // Completed and removed by retention (a resend after a lost
+                // reply with keep_last = 0), or purged by an operator.
+                warn!(what, "job no longer exists; nothing to record");
+                return None;
+            }
+            Err(err) if err.is_connection_error() => {
+                warn!(what, error = %err, retry_in = ?pause, "could not record the outcome; resending with the same lease");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shared.hard_stop.cancelled() => {
+                        error!(what, "shutting down with the outcome unrecorded; the lease will expire and the job run again");
+                        return None;
+                    }
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(err) => {
+                error!(what, error = %err, "could not record the outcome; the lease will expire and the job run again");
+                return None;
+            }
+        }
+    }
+}
+
+fn panic_message(join: tokio::task::JoinError) -> String {
+    if !join.is_panic() {
+        return join.to_string();
+    }
+    let payload = join.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text panic".into())
+}

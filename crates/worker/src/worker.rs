@@ -1,0 +1,442 @@
+//! The [`Worker`]: builds the runtime from a [`Config`] and supervises its
+//! components until shutdown.
+//!
+//! Components, each a small struct with `run(shutdown)`:
+//! - the claimer (in this file): fills free slots with claims, picks queues
+//!   by the [`Scheduler`], and idles on the [`Waiter`] when there is no work;
+//! - one runner task per job ([`crate::runner`]);
+//! - the [`LeaseRenewer`] heartbeat;
+//! - the [`Reaper`] of expired leases.
+//!
+//! Shutdown order, and why:
+//! 1. the claimer stops, so no new job starts;
+//! 2. running jobs get `shutdown_timeout` to finish (a second signal cuts it
+//!    short);
+//! 3. jobs still running are cancelled and released to the front of their
+//!    queues, attempt not spent;
+//! 4. runners get a grace period to record those outcomes; if Redis is
+//!    unreachable they give up, and the leases expire so another worker
+//!    runs the jobs again;
+//! 5. the lease renewer stops only now, because until step 4 ends a job may
+//!    still need its lease;
+//! 6. the reaper stops last; it holds no state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use taskline::{Backoff, ClaimOptions, Client, ClientOptions, QueueName, QueuePolicy};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::{Config, HandlerKind};
+use crate::handler::Handler;
+use crate::leases::{HeldLeases, LeaseRenewer};
+use crate::reaper::Reaper;
+use crate::runner;
+use crate::scheduler::{QueueShare, Scheduler};
+use crate::simulate::SimulateHandler;
+use crate::waiter::{Waiter, WakeListener, Woken};
+
+/// How long runners get to record the outcome of released jobs once
+/// shutdown has cancelled them (step 4 above).
+const OUTCOME_GRACE: Duration = Duration::from_secs(10);
+
+/// Everything that can stop a worker from starting.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A handler was registered for a queue the configuration lacks.
+    #[error(
+        "handler {name:?} is registered for queue {queue:?}, which is not configured; add [queues.{queue}] to the config"
+    )]
+    UnknownQueue {
+        /// The queue named.
+        queue: String,
+        /// The handler's job name.
+        name: String,
+    },
+    /// Two handlers for one job name on one queue.
+    #[error("two handlers for job {name:?} on queue {queue:?}; register each job name once per queue")]
+    DuplicateHandler {
+        /// The queue.
+        queue: String,
+        /// The job name.
+        name: String,
+    },
+    /// Redis could not be reached at start.
+    #[error(transparent)]
+    Client(#[from] taskline::Error),
+}
+
+/// A handler with its per-handler settings.
+pub(crate) struct Registered {
+    pub handler: Arc<dyn Handler>,
+    pub timeout: Option<Duration>,
+}
+
+/// Per-queue settings the runners use, by scheduler index.
+pub(crate) struct QueueRuntime {
+    pub name: String,
+    pub backoff: Backoff,
+    pub timeout: Option<Duration>,
+}
+
+/// State shared by the claimer and every runner.
+pub(crate) struct Shared {
+    pub client: Client,
+    pub scheduler: Scheduler,
+    pub leases: Arc<HeldLeases>,
+    pub queues: Vec<QueueRuntime>,
+    pub handlers: HashMap<(usize, String), Registered>,
+    pub worker_id: String,
+    pub lease: Duration,
+    pub claim_batch: u32,
+    pub idle_wait: Duration,
+    pub version_retry_delay: Duration,
+    pub max_version_retries: u32,
+    pub log_payloads: bool,
+    /// Cancelled at the start of shutdown: claim nothing more.
+    pub stop_claiming: CancellationToken,
+    /// Cancelled when running jobs must stop and be released.
+    pub abort_jobs: CancellationToken,
+    /// Cancelled when outcome resends must give up.
+    pub hard_stop: CancellationToken,
+}
+
+/// Builds a [`Worker`]: a configuration plus the Rust handlers of your own
+/// job names. Handlers configured in TOML (`[handlers.NAME]`) are added by
+/// [`WorkerBuilder::build`].
+pub struct WorkerBuilder {
+    config: Config,
+    handlers: Vec<PendingHandler>,
+}
+
+/// A handler waiting for [`WorkerBuilder::build`] to check its queue.
+struct PendingHandler {
+    queue: String,
+    name: String,
+    handler: Arc<dyn Handler>,
+    timeout: Option<Duration>,
+}
+
+impl WorkerBuilder {
+    /// Registers `handler` for jobs named `name` on `queue`.
+    pub fn handler(mut self, queue: &str, name: &str, handler: impl Handler) -> Self {
+        self.handlers.push(PendingHandler {
+            queue: queue.to_string(),
+            name: name.to_string(),
+            handler: Arc::new(handler),
+            timeout: None,
+        });
+        self
+    }
+
+    /// Like [`WorkerBuilder::handler`], with a default per-attempt timeout.
+    pub fn handler_with_timeout(
+        mut self,
+        queue: &str,
+        name: &str,
+        handler: impl Handler,
+        timeout: Duration,
+    ) -> Self {
+        self.handlers.push(PendingHandler {
+            queue: queue.to_string(),
+            name: name.to_string(),
+            handler: Arc::new(handler),
+            timeout: Some(timeout),
+        });
+        self
+    }
+
+    /// Validates everything and returns a worker ready to [`Worker::run`].
+    pub fn build(self) -> Result<Worker, WorkerError> {
+        let config = self.config;
+        config.validate()?;
+        let mut handlers = self.handlers;
+        for (name, handler) in &config.handlers {
+            let implementation: Arc<dyn Handler> = match handler.kind {
+                HandlerKind::Simulate => Arc::new(SimulateHandler),
+            };
+            handlers.push(PendingHandler {
+                queue: handler.queue.clone(),
+                name: name.clone(),
+                handler: implementation,
+                timeout: handler.timeout,
+            });
+        }
+        let queue_names: Vec<String> = config.queues.keys().cloned().collect();
+        let mut registry = HashMap::new();
+        for PendingHandler { queue, name, handler, timeout } in handlers {
+            let Some(index) = queue_names.iter().position(|q| *q == queue) else {
+                return Err(WorkerError::UnknownQueue { queue, name });
+            };
+            if registry.insert((index, name.clone()), Registered { handler, timeout }).is_some() {
+                return Err(WorkerError::DuplicateHandler { queue, name });
+            }
+        }
+        Ok(Worker { config, handlers: registry })
+    }
+}
+
+/// A worker process's runtime. Create with [`Worker::builder`], start with
+/// [`Worker::run`].
+pub struct Worker {
+    config: Config,
+    handlers: HashMap<(usize, String), Registered>,
+}
+
+/// What a worker did before it stopped.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerReport {
+    /// Jobs still running when the shutdown deadline passed, released back.
+    pub released_at_shutdown: usize,
+}
+
+impl Worker {
+    /// Starts building a worker from `config`.
+    pub fn builder(config: Config) -> WorkerBuilder {
+        WorkerBuilder { config, handlers: Vec::new() }
+    }
+
+    /// This worker's instance id: the configured one, else
+    /// `<hostname>-<pid>-<random>`, unique per process so that replicas
+    /// never mistake each other's jobs for their own.
+    pub fn instance_id(&self) -> String {
+        self.config.worker.id.clone().unwrap_or_else(generate_instance_id)
+    }
+
+    /// Runs until `shutdown` is cancelled, then shuts down gracefully (see
+    /// the module docs). Cancelling `hurry` (a second signal) cuts the wait
+    /// for running jobs short.
+    pub async fn run(
+        self,
+        shutdown: CancellationToken,
+        hurry: CancellationToken,
+    ) -> Result<WorkerReport, WorkerError> {
+        let worker_id = self.instance_id();
+        let config = &self.config;
+        let client = Client::builder(&config.redis.url).options(client_options(config)).connect().await?;
+        let shares: Vec<QueueShare> = config
+            .queues
+            .iter()
+            .map(|(name, q)| QueueShare {
+                name: name.clone(),
+                weight: q.weight,
+                strict: q.strict,
+                concurrency: q.concurrency,
+            })
+            .collect();
+        let queues: Vec<QueueRuntime> = config
+            .queues
+            .iter()
+            .map(|(name, q)| QueueRuntime {
+                name: name.clone(),
+                backoff: q.backoff.to_backoff(),
+                timeout: q.timeout,
+            })
+            .collect();
+        let lease = config.worker.lease;
+        let heartbeat = config.worker.heartbeat.unwrap_or(lease / 3);
+        let leases = Arc::new(HeldLeases::default());
+        let shared = Arc::new(Shared {
+            client: client.clone(),
+            scheduler: Scheduler::new(shares, config.worker.concurrency),
+            leases: leases.clone(),
+            queues,
+            handlers: self.handlers,
+            worker_id: worker_id.clone(),
+            lease,
+            claim_batch: config.worker.claim_batch,
+            idle_wait: config.worker.idle_wait,
+            version_retry_delay: config.worker.version_retry_delay,
+            max_version_retries: config.worker.max_version_retries,
+            log_payloads: config.worker.log_payloads,
+            stop_claiming: shutdown.child_token(),
+            abort_jobs: CancellationToken::new(),
+            hard_stop: CancellationToken::new(),
+        });
+        let queue_names: Vec<String> = shared.queues.iter().map(|q| q.name.clone()).collect();
+        info!(worker = %worker_id, queues = ?queue_names, concurrency = config.worker.concurrency, "worker started");
+
+        let renewer_stop = CancellationToken::new();
+        let renewer = tokio::spawn(
+            LeaseRenewer::new(client.clone(), leases.clone(), lease, heartbeat).run(renewer_stop.clone()),
+        );
+        let reaper_stop = CancellationToken::new();
+        let reaper = tokio::spawn(
+            Reaper::new(client.clone(), queue_names, config.worker.reap_interval).run(reaper_stop.clone()),
+        );
+        let runners = TaskTracker::new();
+        let redis_client = redis::Client::open(config.redis.url.as_str()).map_err(taskline::Error::from)?;
+        let claimer = tokio::spawn(claim_loop(shared.clone(), runners.clone(), Waiter::new(redis_client)));
+
+        shutdown.cancelled().await;
+        info!(running = leases.len(), "shutdown: no new jobs; waiting for running ones");
+        let _ = claimer.await; // 1
+        runners.close();
+        let deadline = config.worker.shutdown_timeout;
+        let finished = tokio::select! {
+            _ = runners.wait() => true,                      // 2
+            _ = tokio::time::sleep(deadline) => false,
+            _ = hurry.cancelled() => false,
+        };
+        let mut report = WorkerReport::default();
+        if !finished {
+            report.released_at_shutdown = leases.len();
+            warn!(
+                still_running = leases.len(),
+                "shutdown: releasing the jobs still running back to their queues"
+            );
+            shared.abort_jobs.cancel(); // 3
+            if tokio::time::timeout(OUTCOME_GRACE, runners.wait()).await.is_err() {
+                shared.hard_stop.cancel(); // 4
+                runners.wait().await;
+            }
+        }
+        renewer_stop.cancel(); // 5
+        let _ = renewer.await;
+        reaper_stop.cancel(); // 6
+        let _ = reaper.await;
+        info!(worker = %worker_id, "worker stopped");
+        Ok(report)
+    }
+}
+
+/// Client settings from the worker configuration.
+fn client_options(config: &Config) -> ClientOptions {
+    ClientOptions {
+        prefix: config.redis.prefix.clone(),
+        max_payload_bytes: config.worker.max_payload_bytes,
+        events_max_len: config.worker.events_max_len,
+        response_timeout: config.redis.response_timeout,
+        connection_timeout: config.redis.connection_timeout,
+        queues: config
+            .queues
+            .iter()
+            .map(|(name, q)| {
+                (
+                    name.clone(),
+                    QueuePolicy { max_attempts: q.max_attempts, retention: q.retention.to_retention() },
+                )
+            })
+            .collect(),
+        ..ClientOptions::default()
+    }
+}
+
+fn generate_instance_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into());
+    format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
+}
+
+/// The claimer: keeps every free slot busy, and idles without polling.
+async fn claim_loop(shared: Arc<Shared>, runners: TaskTracker, waiter: Waiter) {
+    let names = shared.scheduler.names();
+    let wake_keys: Vec<String> = names
+        .iter()
+        .map(|name| {
+            let queue = QueueName::new(name).expect("queue names are validated with the config");
+            taskline::keys::QueueKeys::new(&shared.client.options().prefix, &queue).wake()
+        })
+        .collect();
+    let mut listener = WakeListener::spawn(waiter, wake_keys.clone(), shared.stop_claiming.clone());
+    let mut next_due: Vec<Option<Instant>> = vec![None; names.len()];
+    let mut trouble = Duration::ZERO;
+    loop {
+        if shared.stop_claiming.is_cancelled() {
+            return;
+        }
+        let picks = shared.scheduler.reserve(shared.claim_batch);
+        if picks.is_empty() {
+            // No queue with room has known work. Wake the due ones, else
+            // wait for whichever comes first: a wake token, a freed slot
+            // (a busy queue may take more), the next due job, or the idle
+            // limit (a safety net for a missed token).
+            let now = Instant::now();
+            let mut woke = false;
+            for (q, due) in next_due.iter_mut().enumerate() {
+                if due.is_some_and(|at| at <= now) {
+                    *due = None;
+                    shared.scheduler.wake(q);
+                    woke = true;
+                }
+            }
+            if woke {
+                continue;
+            }
+            let until_due = next_due.iter().flatten().map(|at| at.saturating_duration_since(now)).min();
+            let due_timer = async {
+                match until_due {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                woken = listener.next(shared.idle_wait) => match woken {
+                    Woken::Key(key) => match wake_keys.iter().position(|k| *k == key) {
+                        Some(q) => shared.scheduler.wake(q),
+                        None => shared.scheduler.wake_all(),
+                    },
+                    Woken::Timeout => shared.scheduler.wake_all(),
+                    Woken::Failed => {
+                        trouble = backoff(trouble);
+                        if sleep_or_stop(&shared, trouble).await {
+                            return;
+                        }
+                        shared.scheduler.wake_all();
+                    }
+                },
+                _ = shared.scheduler.slot_freed() => {}
+                _ = due_timer => {}
+                _ = shared.stop_claiming.cancelled() => return,
+            }
+            continue;
+        }
+        for (q, count) in picks {
+            let options = ClaimOptions { count, lease: shared.lease, worker: shared.worker_id.clone() };
+            match shared.client.claim(&names[q], &options).await {
+                Ok(claim) => {
+                    trouble = Duration::ZERO;
+                    next_due[q] = claim.next_due_in().map(|d| Instant::now() + d);
+                    let got = claim.jobs.len() as u32;
+                    shared.scheduler.unreserve(q, count - got.min(count), got < count);
+                    for job in claim.jobs {
+                        runners.spawn(runner::run(shared.clone(), q, job));
+                    }
+                }
+                Err(err) => {
+                    shared.scheduler.unreserve(q, count, true);
+                    trouble = backoff(trouble);
+                    warn!(queue = %names[q], error = %err, retry_in = ?trouble, "claim failed; backing off");
+                    if sleep_or_stop(&shared, trouble).await {
+                        return;
+                    }
+                    shared.scheduler.wake_all();
+                }
+            }
+        }
+    }
+}
+
+/// Next pause after a Redis failure: 100 ms doubling to 5 s.
+fn backoff(previous: Duration) -> Duration {
+    (previous * 2).clamp(Duration::from_millis(100), Duration::from_secs(5))
+}
+
+/// Sleeps `pause`; true if shutdown began meanwhile.
+async fn sleep_or_stop(shared: &Shared, pause: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(pause) => false,
+        _ = shared.stop_claiming.cancelled() => true,
+    }
+}

@@ -167,6 +167,7 @@ impl ClientBuilder {
                 reason: "must be at least 1".into(),
             });
         }
+        install_tls_provider();
         let redis_client = redis::Client::open(self.url.as_str())?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(options.response_timeout))
@@ -205,7 +206,10 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// Connects with default options. `url` is `redis://[user:password@]host:port[/db]`.
+    /// Connects with default options. `url` is
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://...` for TLS
+    /// (verified against the system's root certificates; append `#insecure`
+    /// to skip verification, e.g. for a self-signed test server).
     pub async fn connect(url: &str) -> Result<Client> {
         Self::builder(url).connect().await
     }
@@ -304,4 +308,13 @@ impl Args {
 /// A duration as whole milliseconds for a script argument.
 pub(crate) fn millis(d: Duration) -> u64 {
     d.as_millis().min(u64::MAX as u128) as u64
+}
+
+/// Selects rustls's `ring` crypto provider for `rediss://` URLs, once per
+/// process. If the application installed a provider already, that one stays.
+fn install_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }

@@ -38,6 +38,7 @@ pub(crate) struct Launch {
     pub(crate) options: RedisServerBuilder,
     pub(crate) port: u16,
     pub(crate) cluster_port: Option<u16>,
+    pub(crate) tls_port: Option<u16>,
     pub(crate) dir: PathBuf,
 }
 
@@ -77,10 +78,50 @@ impl Launch {
             // ports above 55535, and Redis refuses to start.
             push("cluster-port", cluster_port.to_string().into());
         }
+        if let Some(tls_port) = self.tls_port {
+            let (cert, key) = self.self_signed_certificate();
+            push("tls-port", tls_port.to_string().into());
+            push("tls-cert-file", cert.clone().into());
+            push("tls-key-file", key.into());
+            push("tls-ca-cert-file", cert.into());
+            push("tls-auth-clients", "no".into());
+        }
         for (name, value) in &options.extra {
             push(name, value.into());
         }
         args
+    }
+
+    /// Makes (once) a self-signed certificate for 127.0.0.1 in the server's
+    /// directory; returns the certificate and key paths.
+    fn self_signed_certificate(&self) -> (PathBuf, PathBuf) {
+        let (cert, key) = (self.dir.join("tls-cert.pem"), self.dir.join("tls-key.pem"));
+        if !cert.exists() {
+            let status = Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ])
+                .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            assert!(
+                status.map(|s| s.success()).unwrap_or(false),
+                "cannot make a TLS certificate: is the openssl command installed?"
+            );
+        }
+        (cert, key)
     }
 
     /// Spawns the server and waits until it answers `PING` as the process we

@@ -31,11 +31,20 @@ pub struct RedisServerBuilder {
     pub(crate) appendonly: bool,
     pub(crate) appendfsync: Option<String>,
     pub(crate) cluster_enabled: bool,
+    pub(crate) tls: bool,
     pub(crate) binary: Option<PathBuf>,
     pub(crate) extra: Vec<(String, String)>,
 }
 
 impl RedisServerBuilder {
+    /// Also listens for TLS on a second port, with a self-signed
+    /// certificate made by the `openssl` command in the server's directory
+    /// (off by default). See [`RedisServer::tls_url`].
+    pub fn tls(mut self, on: bool) -> Self {
+        self.tls = on;
+        self
+    }
+
     /// Turns the append-only file on or off (off by default).
     ///
     /// With AOF on, data written before [`RedisServer::kill`] is still there
@@ -142,6 +151,7 @@ impl RedisServer {
                 options: options.clone(),
                 port,
                 cluster_port: options.cluster_enabled.then(|| free_port(&[port])),
+                tls_port: options.tls.then(|| free_port(&[port])),
                 dir: dir.path().to_path_buf(),
             };
             match launch.spawn_ready() {
@@ -165,6 +175,17 @@ impl RedisServer {
     /// The server's URL, `redis://127.0.0.1:PORT/`.
     pub fn url(&self) -> String {
         self.launch.url()
+    }
+
+    /// The TLS URL, `rediss://127.0.0.1:TLS_PORT/#insecure` (the certificate
+    /// is self-signed, so verification is skipped).
+    ///
+    /// # Panics
+    ///
+    /// If the server was not built with [`RedisServerBuilder::tls`].
+    pub fn tls_url(&self) -> String {
+        let port = self.launch.tls_port.expect("tls_url needs RedisServer::builder().tls(true)");
+        format!("rediss://127.0.0.1:{port}/#insecure")
     }
 
     /// The TCP port the server listens on; it stays the same across restarts.

@@ -76,6 +76,9 @@ impl ConfigError {
 }
 
 /// The whole worker configuration.
+///
+/// `Config::default()` has every default but no queue, so it does not pass
+/// [`Config::validate`] until one is added.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {

@@ -4,7 +4,7 @@
 //! Components, each a small struct with `run(shutdown)`:
 //! - the claimer (in this file): fills free slots with claims, picks queues
 //!   by the [`Scheduler`], and idles on the [`Waiter`] when there is no work;
-//! - one runner task per job ([`crate::runner`]);
+//! - one runner task per job (`runner`);
 //! - the [`LeaseRenewer`] heartbeat;
 //! - the [`Reaper`] of expired leases.
 //!

@@ -10,3 +10,4 @@ mod cluster;
 mod enqueue;
 mod faults;
 mod lifecycle;
+mod tls;

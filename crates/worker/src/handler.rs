@@ -190,6 +190,30 @@ where
     }
 }
 
+/// A handler with a declared newest payload version, for handlers that do
+/// not declare one themselves (configured ones: `max_version` in TOML).
+pub struct WithMaxVersion<H> {
+    inner: H,
+    max_version: u32,
+}
+
+impl<H: Handler> WithMaxVersion<H> {
+    /// Wraps `inner`, accepting payload versions up to `max_version`.
+    pub fn new(inner: H, max_version: u32) -> Self {
+        Self { inner, max_version }
+    }
+}
+
+impl<H: Handler> Handler for WithMaxVersion<H> {
+    fn handle(&self, ctx: JobContext, payload: String) -> BoxFuture<HandlerResult> {
+        self.inner.handle(ctx, payload)
+    }
+
+    fn max_version(&self) -> u32 {
+        self.max_version.min(self.inner.max_version())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,12 +48,16 @@ impl HeldLeases {
         self.lock().values().map(|(lease, _)| lease.clone()).collect()
     }
 
-    /// Cancels the job of a lost lease (if it still runs under that token).
-    fn lost(&self, lease: &Lease) {
-        if let Some((held, token)) = self.lock().get(&lease.job_id)
-            && held.token == lease.token
-        {
-            token.cancel();
+    /// Cancels the job of a lost lease if it still runs under that token;
+    /// false when the job had already finished (the heartbeat raced its
+    /// completion, and nothing was lost).
+    fn lost(&self, lease: &Lease) -> bool {
+        match self.lock().get(&lease.job_id) {
+            Some((held, token)) if held.token == lease.token => {
+                token.cancel();
+                true
+            }
+            _ => false,
         }
     }
 }
@@ -96,8 +100,9 @@ impl LeaseRenewer {
             Ok(extended) => {
                 debug!(held = held.len(), lost = extended.lost.len(), "leases extended");
                 for lease in &extended.lost {
-                    warn!(job_id = %lease.job_id, queue = %lease.queue, "lease lost; cancelling the job and discarding its outcome");
-                    self.leases.lost(lease);
+                    if self.leases.lost(lease) {
+                        warn!(job_id = %lease.job_id, queue = %lease.queue, "lease lost; cancelling the job and discarding its outcome");
+                    }
                 }
             }
             // The leases stay valid until their deadline; the next beat

@@ -46,5 +46,7 @@ pub mod waiter;
 pub mod worker;
 
 pub use config::{Config, ConfigError};
-pub use handler::{BoxFuture, FnHandler, Handler, HandlerResult, JobContext, JobError, handler_fn};
+pub use handler::{
+    BoxFuture, FnHandler, Handler, HandlerResult, JobContext, JobError, WithMaxVersion, handler_fn,
+};
 pub use worker::{Worker, WorkerBuilder, WorkerError, WorkerReport};

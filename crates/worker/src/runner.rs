@@ -16,6 +16,10 @@ use tracing::{Instrument, error, info, info_span, warn};
 use crate::handler::{JobContext, JobError};
 use crate::worker::Shared;
 
+/// How long a cancelled handler (timeout, lost lease, shutdown) may take to
+/// react to `ctx.cancelled()` before it is dropped.
+const CANCEL_GRACE: Duration = Duration::from_secs(1);
+
 /// How one attempt ended, before it is recorded.
 enum Outcome {
     Success(Option<serde_json::Value>),
@@ -36,7 +40,7 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: usize, first: ClaimedJob) {
             "job",
             id = %job.lease.job_id,
             queue = %job.lease.queue,
-            name = %job.name,
+            job_name = %job.name,
             attempt = job.attempt,
             correlation_id = job.correlation_id.as_deref().unwrap_or(""),
         );
@@ -123,6 +127,11 @@ async fn execute(shared: &Shared, queue: usize, job: &ClaimedJob) -> Outcome {
         _ = shared.abort_jobs.cancelled() => Outcome::Release(None),
     };
     cancel.cancel();
+    if !task.is_finished() {
+        // Let a handler that watches `ctx.cancelled()` wind down (save a
+        // checkpoint, close a connection) before it is dropped.
+        let _ = tokio::time::timeout(CANCEL_GRACE, &mut task).await;
+    }
     task.abort();
     shared.leases.remove(&job.lease.job_id);
     outcome

@@ -31,7 +31,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::{Config, HandlerKind};
-use crate::handler::Handler;
+use crate::handler::{Handler, WithMaxVersion};
 use crate::leases::{HeldLeases, LeaseRenewer};
 use crate::reaper::Reaper;
 use crate::runner;
@@ -159,8 +159,9 @@ impl WorkerBuilder {
         config.validate()?;
         let mut handlers = self.handlers;
         for (name, handler) in &config.handlers {
+            let max_version = handler.max_version.unwrap_or(u32::MAX);
             let implementation: Arc<dyn Handler> = match handler.kind {
-                HandlerKind::Simulate => Arc::new(SimulateHandler),
+                HandlerKind::Simulate => Arc::new(WithMaxVersion::new(SimulateHandler, max_version)),
             };
             handlers.push(PendingHandler {
                 queue: handler.queue.clone(),

@@ -540,6 +540,15 @@ fn durations_print_the_way_they_are_written() {
         assert_eq!(format_duration(Duration::from_millis(ms)), text);
         assert_eq!(humantime::parse_duration(text).expect(text), Duration::from_millis(ms));
     }
+    // The spellings config/README.md promises.
+    let config = Config::from_toml_str(
+        "[worker]\nlease = \"1h 30m\"\nshutdown_timeout = \"2hr\"\nreap_interval = \"1min\"\n[queues.q]\ntimeout = \"2days\"",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.worker.lease, secs(5400));
+    assert_eq!(config.worker.shutdown_timeout, secs(7200));
+    assert_eq!(config.worker.reap_interval, secs(60));
+    assert_eq!(config.queues["q"].timeout, Some(secs(2 * 86_400)));
 }
 
 // ---------------------------------------------------------------------------

@@ -1,0 +1,176 @@
+//! `taskline-bench`: throughput, latency and Redis cost of Taskline, side by
+//! side with BullMQ on the same Redis in the same run. See BENCHMARKS.md.
+//!
+//! Starts its own `redis-server` unless `REDIS_URL` is set, runs the chosen
+//! scenarios, prints one table and writes a JSON report with the machine,
+//! versions and parameters.
+
+mod peer;
+mod redis_stats;
+mod report;
+mod scenarios;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use serde_json::{Value, json};
+use taskline::Client;
+use taskline_testkit::RedisServer;
+
+use crate::peer::Peer;
+use crate::scenarios::{Bench, Params};
+
+const ALL: &[&str] = &["enqueue_single", "enqueue_bulk", "process", "latency", "idle", "memory"];
+
+/// Measures Taskline (and BullMQ, when Node.js and its packages are there)
+/// on one Redis.
+#[derive(Debug, Parser)]
+#[command(name = "taskline-bench")]
+struct Args {
+    /// Jobs per throughput scenario.
+    #[arg(long, default_value_t = 20_000)]
+    jobs: u64,
+    /// Enqueues in flight, and the worker's concurrency.
+    #[arg(long, default_value_t = 50)]
+    concurrency: u32,
+    /// Approximate payload size in bytes.
+    #[arg(long, default_value_t = 100)]
+    payload_bytes: usize,
+    /// Enqueue rate of the latency scenario, jobs per second.
+    #[arg(long, default_value_t = 1_000)]
+    rate: u32,
+    /// Length of the latency scenario, seconds.
+    #[arg(long, default_value_t = 5)]
+    latency_seconds: u64,
+    /// Length of the idle scenario, seconds.
+    #[arg(long, default_value_t = 10)]
+    idle_seconds: u64,
+    /// Empty queues the idle worker watches.
+    #[arg(long, default_value_t = 10)]
+    idle_queues: u32,
+    /// Scenarios to run, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',', default_values_t = ALL.iter().map(|s| s.to_string()))]
+    scenarios: Vec<String>,
+    /// Skip the BullMQ peer even if it is installed.
+    #[arg(long)]
+    no_peer: bool,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "target/bench/report.json")]
+    json: PathBuf,
+    /// Redis to use instead of a private server.
+    #[arg(long, env = "REDIS_URL")]
+    redis_url: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    if let Some(unknown) = args.scenarios.iter().find(|s| !ALL.contains(&s.as_str())) {
+        anyhow::bail!("unknown scenario {unknown:?}; the scenarios are {}", ALL.join(", "));
+    }
+    let (_server, url) = match &args.redis_url {
+        Some(url) => (None, url.clone()),
+        None => {
+            let server = RedisServer::start();
+            let url = server.url();
+            (Some(server), url)
+        }
+    };
+    let params = Params {
+        jobs: args.jobs,
+        concurrency: args.concurrency,
+        payload_bytes: args.payload_bytes,
+        rate: args.rate,
+        latency_seconds: args.latency_seconds,
+        idle_seconds: args.idle_seconds,
+        idle_queues: args.idle_queues,
+    };
+    let client = Client::connect(&url).await.context("connect to Redis")?;
+    let mut raw = redis::Client::open(url.as_str())?.get_multiplexed_async_connection().await?;
+    let redis_version = redis_stats::redis_version(&mut raw).await?;
+    let run_id = taskline::JobId::generate().to_string()[24..].to_string();
+    let mut bench = Bench { url: url.clone(), client, raw, params: params.clone(), run_id: run_id.clone() };
+
+    let wants = |name: &str| args.scenarios.iter().any(|s| s == name);
+    let mut results = serde_json::Map::new();
+    if wants("enqueue_single") {
+        eprintln!("taskline: enqueue_single ...");
+        results.insert("enqueue_single".into(), json!(bench.enqueue_single().await?));
+    }
+    if wants("enqueue_bulk") {
+        eprintln!("taskline: enqueue_bulk ...");
+        results.insert("enqueue_bulk".into(), json!(bench.enqueue_bulk().await?));
+    }
+    if wants("process") {
+        eprintln!("taskline: process ...");
+        let (throughput, rss) = bench.process().await?;
+        results.insert("process".into(), json!(throughput));
+        results.insert("rss".into(), json!(rss));
+    }
+    if wants("latency") {
+        eprintln!("taskline: latency ...");
+        results.insert("latency".into(), json!(bench.latency().await?));
+    }
+    if wants("idle") {
+        eprintln!("taskline: idle ...");
+        results.insert("idle".into(), json!(bench.idle().await?));
+    }
+    if wants("memory") {
+        eprintln!("taskline: memory ...");
+        results.insert("memory".into(), json!(bench.memory().await?));
+    }
+    let taskline = Value::Object(results);
+
+    let peer_scenarios: Vec<&str> =
+        ["enqueue_single", "enqueue_bulk", "process", "latency"].into_iter().filter(|s| wants(s)).collect();
+    let peer = if args.no_peer || peer_scenarios.is_empty() {
+        Peer::Skipped("not requested".into())
+    } else {
+        eprintln!("bullmq: {} ...", peer_scenarios.join(", "));
+        peer::run(&url, &params, &peer_scenarios, &format!("bench-{run_id}-bullmq"))
+    };
+    let (bullmq, peer_note) = match &peer {
+        Peer::Ran(report) => (report.get("results").cloned(), None),
+        Peer::Skipped(why) => (None, Some(why.clone())),
+    };
+
+    println!("{}", report::table(&taskline, bullmq.as_ref()));
+    if let Some(note) = &peer_note {
+        println!("BullMQ: skipped: {note}");
+    }
+    let document = json!({
+        "machine": machine(),
+        "versions": {
+            "taskline": env!("CARGO_PKG_VERSION"),
+            "redis": redis_version,
+            "bullmq": match &peer { Peer::Ran(r) => r.get("bullmq_version").cloned(), Peer::Skipped(_) => None },
+            "node": match &peer { Peer::Ran(r) => r.get("node_version").cloned(), Peer::Skipped(_) => None },
+        },
+        "params": params,
+        "taskline": taskline,
+        "bullmq": bullmq,
+        "bullmq_skipped": peer_note,
+        "ratios": report::ratios(&taskline, bullmq.as_ref()),
+    });
+    if let Some(dir) = args.json.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(&document)?)?;
+    println!("report written to {}", args.json.display());
+    Ok(())
+}
+
+/// What the numbers came from.
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
+        s.lines().find_map(|l| l.strip_prefix("model name")?.split(':').nth(1).map(|m| m.trim().to_string()))
+    });
+    json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": cpu,
+        "os": std::env::consts::OS,
+        "arch": std::env::consts::ARCH,
+        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+    })
+}

@@ -1,0 +1,100 @@
+//! The report: one table for people, one JSON document for tools.
+
+use serde_json::{Value, json};
+
+/// A row of the table: a figure for Taskline, the same for BullMQ if it
+/// ran, and which direction is better.
+struct Row {
+    label: &'static str,
+    path: [&'static str; 2],
+    higher_is_better: bool,
+}
+
+const ROWS: &[Row] = &[
+    Row {
+        label: "enqueue, single (jobs/s)",
+        path: ["enqueue_single", "jobs_per_sec"],
+        higher_is_better: true,
+    },
+    Row { label: "enqueue, bulk (jobs/s)", path: ["enqueue_bulk", "jobs_per_sec"], higher_is_better: true },
+    Row { label: "process, no-op (jobs/s)", path: ["process", "jobs_per_sec"], higher_is_better: true },
+    Row {
+        label: "process: script calls/job",
+        path: ["process", "evalsha_calls_per_job"],
+        higher_is_better: false,
+    },
+    Row {
+        label: "process: Redis commands/job",
+        path: ["process", "redis_calls_per_job"],
+        higher_is_better: false,
+    },
+    Row {
+        label: "process: Redis CPU us/job",
+        path: ["process", "redis_cpu_us_per_job"],
+        higher_is_better: false,
+    },
+    Row {
+        label: "enqueue single: Redis CPU us/job",
+        path: ["enqueue_single", "redis_cpu_us_per_job"],
+        higher_is_better: false,
+    },
+    Row { label: "latency p50 (ms)", path: ["latency", "p50_ms"], higher_is_better: false },
+    Row { label: "latency p95 (ms)", path: ["latency", "p95_ms"], higher_is_better: false },
+    Row { label: "latency p99 (ms)", path: ["latency", "p99_ms"], higher_is_better: false },
+    Row { label: "latency max (ms)", path: ["latency", "max_ms"], higher_is_better: false },
+    Row { label: "idle: Redis commands/s", path: ["idle", "commands_per_sec"], higher_is_better: false },
+    Row {
+        label: "memory: Redis bytes/waiting job",
+        path: ["memory", "redis_bytes_per_waiting_job"],
+        higher_is_better: false,
+    },
+    Row { label: "worker RSS max (KiB)", path: ["rss", "max_kib"], higher_is_better: false },
+];
+
+fn get(results: &Value, path: [&str; 2]) -> Option<f64> {
+    results.get(path[0])?.get(path[1])?.as_f64()
+}
+
+/// Taskline/BullMQ ratios, oriented so that > 1 means Taskline is better.
+pub fn ratios(taskline: &Value, bullmq: Option<&Value>) -> Value {
+    let mut out = serde_json::Map::new();
+    let Some(bullmq) = bullmq else { return Value::Object(out) };
+    for row in ROWS {
+        if let (Some(t), Some(b)) = (get(taskline, row.path), get(bullmq, row.path))
+            && t > 0.0
+            && b > 0.0
+        {
+            let ratio = if row.higher_is_better { t / b } else { b / t };
+            out.insert(format!("{}.{}", row.path[0], row.path[1]), json!(ratio));
+        }
+    }
+    Value::Object(out)
+}
+
+/// The table, as text.
+pub fn table(taskline: &Value, bullmq: Option<&Value>) -> String {
+    let mut text =
+        format!("{:<34} {:>14} {:>14} {:>18}\n", "measure", "taskline", "bullmq", "taskline advantage");
+    for row in ROWS {
+        let Some(t) = get(taskline, row.path) else { continue };
+        let b = bullmq.and_then(|b| get(b, row.path));
+        let advantage = match b {
+            Some(b) if t > 0.0 && b > 0.0 => {
+                format!("{:.2}x", if row.higher_is_better { t / b } else { b / t })
+            }
+            _ => "-".into(),
+        };
+        text.push_str(&format!(
+            "{:<34} {:>14} {:>14} {:>18}\n",
+            row.label,
+            number(t),
+            b.map(number).unwrap_or_else(|| "-".into()),
+            advantage
+        ));
+    }
+    text
+}
+
+fn number(x: f64) -> String {
+    if x >= 100.0 { format!("{x:.0}") } else { format!("{x:.3}") }
+}

@@ -1,0 +1,53 @@
+//! The benchmark command must not rot: run it with a tiny job count and
+//! check the report's shape and that every job was handled. No speed is
+//! asserted; benchmarks are not timed tests.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn a_tiny_run_reports_every_scenario() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = dir.path().join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_taskline-bench"))
+        .args(["--jobs", "300", "--concurrency", "8", "--rate", "100", "--latency-seconds", "1"])
+        .args(["--idle-seconds", "1", "--idle-queues", "3", "--no-peer", "--json"])
+        .arg(&report)
+        .env_remove("REDIS_URL")
+        .output()
+        .expect("run taskline-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "bench failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("process, no-op (jobs/s)"), "table missing:\n{stdout}");
+
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    let t = &doc["taskline"];
+    for scenario in ["enqueue_single", "enqueue_bulk", "process"] {
+        assert!(t[scenario]["jobs"].as_u64().unwrap_or(0) >= 296, "{scenario}: {}", t[scenario]);
+        assert!(t[scenario]["jobs_per_sec"].as_f64().unwrap_or(0.0) > 0.0, "{scenario}");
+        assert!(t[scenario]["redis_calls_per_job"].as_f64().unwrap_or(0.0) > 0.0, "{scenario}");
+    }
+    assert_eq!(t["process"]["jobs"], 300, "every job processed");
+    assert!(t["process"]["evalsha_calls_per_job"].as_f64().unwrap_or(0.0) >= 1.0);
+    assert_eq!(t["latency"]["samples"], 100, "one sample per job enqueued in the latency run");
+    assert!(
+        t["latency"]["p99_ms"].as_f64().unwrap_or(-1.0) >= t["latency"]["p50_ms"].as_f64().unwrap_or(0.0)
+    );
+    assert!(t["idle"]["commands_per_sec"].as_f64().is_some());
+    assert!(t["memory"]["redis_bytes_per_waiting_job"].as_f64().unwrap_or(0.0) > 100.0);
+    assert!(doc["machine"]["cpus"].as_u64().unwrap_or(0) >= 1);
+    assert!(doc["versions"]["redis"].as_str().is_some_and(|v| !v.is_empty()));
+    assert_eq!(doc["params"]["jobs"], 300);
+    assert!(doc["bullmq"].is_null() && doc["bullmq_skipped"].is_string());
+}
+
+#[test]
+fn an_unknown_scenario_is_refused() {
+    let output = Command::new(env!("CARGO_BIN_EXE_taskline-bench"))
+        .args(["--scenarios", "warp_speed", "--no-peer"])
+        .output()
+        .expect("run taskline-bench");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown scenario \"warp_speed\""));
+}

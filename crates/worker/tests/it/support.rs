@@ -1,0 +1,174 @@
+//! Shared helpers: a private Redis, configs, in-process workers and worker
+//! processes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use taskline::{Client, Counts};
+use taskline_testkit::RedisServer;
+use taskline_worker::{Config, Worker, WorkerBuilder, WorkerReport};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A config for `url` from TOML `body` (queues, handlers, worker settings);
+/// `[redis] url` is filled in.
+pub fn config(url: &str, body: &str) -> Config {
+    Config::from_toml_str(&format!("[redis]\nurl = \"{url}\"\n{body}"))
+        .unwrap_or_else(|e| panic!("test config: {e}"))
+}
+
+/// An in-process worker running in a task, stoppable like a signalled
+/// process.
+pub struct RunningWorker {
+    /// Cancel to start a graceful shutdown (SIGTERM).
+    pub shutdown: CancellationToken,
+    /// Cancel to cut the wait for running jobs short (second signal).
+    pub hurry: CancellationToken,
+    handle: JoinHandle<WorkerReport>,
+}
+
+impl RunningWorker {
+    /// Builds the worker from `builder` and starts it.
+    pub fn start(builder: WorkerBuilder) -> RunningWorker {
+        let worker = builder.build().expect("build worker");
+        let shutdown = CancellationToken::new();
+        let hurry = CancellationToken::new();
+        let (s, h) = (shutdown.clone(), hurry.clone());
+        let handle = tokio::spawn(async move { worker.run(s, h).await.expect("worker run") });
+        RunningWorker { shutdown, hurry, handle }
+    }
+
+    /// Starts a worker with only the handlers of `config`.
+    pub fn start_config(config: Config) -> RunningWorker {
+        Self::start(Worker::builder(config))
+    }
+
+    /// Shuts down gracefully and returns the report.
+    pub async fn stop(self) -> WorkerReport {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.handle)
+            .await
+            .expect("worker stops within 30 s")
+            .expect("worker task")
+    }
+}
+
+/// Polls `check` every 20 ms until it returns true, or panics after
+/// `limit` with `what`.
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out after {limit:?} waiting for: {what}");
+}
+
+/// Waits until `queue` has nothing ready, delayed or active, and returns
+/// its counts.
+pub async fn drained(client: &Client, queue: &str, limit: Duration) -> Counts {
+    let mut last = Counts::default();
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        last = client.counts(queue).await.expect("counts");
+        if last.ready + last.delayed + last.active == 0 {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("queue {queue} not drained after {limit:?}: {last:?}");
+}
+
+/// Panics with every violation if `queue` breaks an invariant.
+pub async fn assert_sound(client: &Client, queue: &str) {
+    let report = client.check_queue(queue).await.expect("check_queue");
+    assert!(report.is_sound(), "queue {queue} breaks invariants: {:?}", report.violations);
+}
+
+/// The `taskline-worker` binary built for these tests.
+pub fn worker_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_taskline-worker"))
+}
+
+/// Writes `text` to `dir/name` and returns the path.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write file");
+    path
+}
+
+/// A `taskline-worker` child process; killed on drop if still running.
+pub struct WorkerProcess {
+    /// The child.
+    pub child: Child,
+    /// Where its stderr (the logs) goes.
+    pub log: PathBuf,
+}
+
+impl WorkerProcess {
+    /// Starts the binary with `--config path`, logs to `log`.
+    pub fn spawn(config: &Path, log: &Path) -> WorkerProcess {
+        let file = std::fs::File::create(log).expect("log file");
+        let child = Command::new(worker_binary())
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .env_remove("RUST_BACKTRACE")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn taskline-worker");
+        WorkerProcess { child, log: log.to_path_buf() }
+    }
+
+    /// Sends `signal` (e.g. "TERM", "KILL") to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
+        assert!(status.map(|s| s.success()).unwrap_or(false), "kill -{signal} failed");
+    }
+
+    /// Waits up to `limit` for the process to exit; its exit status.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "worker did not exit within {limit:?}; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- worker log {} ---\n{}", self.log.display(), self.log_text());
+        }
+    }
+}
+
+/// Starts a private Redis with AOF (fsync always), for restart tests.
+pub fn redis_with_aof() -> RedisServer {
+    RedisServer::builder().appendonly(true).appendfsync("always").start()
+}

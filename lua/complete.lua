@@ -7,12 +7,17 @@
   it. Resending the same completion after a lost reply succeeds again and
   records nothing twice.
 
-  Retention: the job enters `completed` (score = finish time) and the set is
-  trimmed to keep_last entries and max_age_ms, at most 100 removals per
-  call; removed jobs lose their hash. keep_last = 0 deletes the job at once.
-  A job deleted within 30 s of its completion leaves the marker
-  <prefix>done:<id> (holding its lease token, expiring 30 s after the
-  completion), so a resent completion is still answered 'already'.
+  Retention: the job enters `completed` (score = finish time). Once the set
+  holds TRIM_SLACK more than keep_last, the oldest are removed in one batch
+  (their hashes with one DEL), so trimming costs a fraction of a command per
+  job; the set holds at most keep_last + TRIM_SLACK jobs. Every
+  AGE_CHECK_EVERY completions (and with every batch), jobs older than
+  max_age_ms are removed too; the worker's maintenance applies both
+  continuously as well. keep_last = 0 deletes the job at once and leaves the
+  marker <prefix>done:<id> (its lease token, for 30 s) so that a resent
+  completion is still answered 'already'. Once retention has removed a job,
+  a resend gets JOB_NOT_FOUND: the job is finished, nothing is left to
+  record.
 
   KEYS[1] meta       hash    counter `completed` += 1; `paused`
   KEYS[2] delayed    zset    (for the claim part)
@@ -59,96 +64,101 @@ local cap = tonumber(ARGV[2])
 local id, token, result = ARGV[3], ARGV[4], ARGV[5]
 local keep_last, max_age_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
 local count = tonumber(ARGV[8])
-local TRIM_BATCH = 100
--- How long after its completion a resend is still recognized once
--- retention has deleted the job. Short, because it costs a key per job at
--- high throughput; a worker that gets JOB_NOT_FOUND on a resend after this
--- window knows the job is gone and has nothing left to record.
+-- Completed jobs beyond keep_last before a batch is trimmed, and the most
+-- removed by one call.
+local TRIM_SLACK = 50
+local TRIM_BATCH = 500
+-- One completion in this many also removes jobs past max_age_ms.
+local AGE_CHECK_EVERY = 16
+-- How long a resend is recognized after keep_last = 0 deleted the job.
 local DONE_MARKER_MS = 30000
 
 local job_key = prefix .. 'job:' .. id
 local status, job = fence(job_key, id, token, {completed = true})
 local now = now_ms()
 
--- Deletes a completed job; if it completed recently, leaves a done marker.
-local function forget(old_id, old_token, finished_at)
-  redis.call('DEL', prefix .. 'job:' .. old_id)
-  local left = DONE_MARKER_MS - (now - (tonumber(finished_at) or 0))
-  if old_token and left > 0 then
-    redis.call('SET', prefix .. 'done:' .. old_id, old_token, 'PX', left)
-  end
-end
-
--- Removes up to `limit` of `ids`, never the job completing now: several
--- completions in one millisecond tie on score and sort by id.
-local function remove_completed(ids, limit)
+-- Removes completed jobs: their ids from `completed`, their hashes in one
+-- DEL. Never the job completing now (completions in one millisecond tie on
+-- score and sort by id).
+local function remove_completed(ids)
+  local keys, members = {}, {}
   for _, old in ipairs(ids) do
-    if limit <= 0 then return end
     if old ~= id then
-      local f = redis.call('HMGET', prefix .. 'job:' .. old, 'lease_token', 'finished_at')
-      forget(old, f[1], f[2])
-      redis.call('ZREM', completed_key, old)
-      limit = limit - 1
+      keys[#keys + 1] = prefix .. 'job:' .. old
+      members[#members + 1] = old
     end
   end
+  if #keys > 0 then
+    redis.call('DEL', unpack(keys))
+    redis.call('ZREM', completed_key, unpack(members))
+  end
 end
 
+local CLAIM_RECORD = 15
+local claimed = {0, -1, now, 0}
 if status == 'ok' then
+  status = 'completed'
+  -- Lease the successors first, so that the completion is one HSET that
+  -- also remembers what this call handed out (for a resend).
+  if count > 0 then
+    claimed = claim_jobs(prefix, k, now, count, tonumber(ARGV[9]), ARGV[10], ARGV[11],
+      tonumber(ARGV[12]), cap, false)
+  end
+  local fields = {'state', 'completed', 'outcome', 'completed', 'finished_at', now}
+  if result ~= '' then
+    fields[#fields + 1] = 'result'
+    fields[#fields + 1] = result
+  end
+  if claimed[4] > 0 and keep_last ~= 0 then
+    local handed = {ARGV[10]}
+    for i = 1, claimed[4] do handed[#handed + 1] = claimed[5 + (i - 1) * CLAIM_RECORD] end
+    fields[#fields + 1] = 'next_claim'
+    fields[#fields + 1] = table.concat(handed, ' ')
+  end
   redis.call('ZREM', k.active, id)
-  redis.call('HSET', job_key, 'state', 'completed', 'outcome', 'completed',
-    'finished_at', now)
-  if result ~= '' then redis.call('HSET', job_key, 'result', result) end
-  redis.call('HINCRBY', k.meta, 'completed', 1)
+  redis.call('HSET', job_key, unpack(fields))
+  local completions = redis.call('HINCRBY', k.meta, 'completed', 1)
   release_unique(prefix, id, job)
   emit(k.events, cap, 'completed', id, job.name, job.attempt, job.correlation_id, nil)
   if keep_last == 0 then
-    forget(id, token, now)
+    redis.call('DEL', job_key)
+    redis.call('SET', prefix .. 'done:' .. id, token, 'PX', DONE_MARKER_MS)
   else
     redis.call('ZADD', completed_key, now, id)
     local excess = redis.call('ZCARD', completed_key) - keep_last
-    if excess > 0 then
-      local batch = math.min(excess, TRIM_BATCH)
-      remove_completed(redis.call('ZRANGE', completed_key, 0, batch), batch)
+    local trimmed = false
+    if excess >= TRIM_SLACK then
+      remove_completed(redis.call('ZRANGE', completed_key, 0, math.min(excess, TRIM_BATCH) - 1))
+      trimmed = true
     end
-    if max_age_ms > 0 then
+    if max_age_ms > 0 and (trimmed or completions % AGE_CHECK_EVERY == 0) then
       remove_completed(redis.call('ZRANGEBYSCORE', completed_key, '-inf', now - max_age_ms,
-        'LIMIT', 0, TRIM_BATCH), TRIM_BATCH)
+        'LIMIT', 0, TRIM_BATCH))
     end
   end
 else
   status = 'already'
-end
-if status == 'ok' then status = 'completed' end
-
-local CLAIM_RECORD = 15
-local claimed = {0, -1, now, 0}
-if count > 0 and status == 'completed' then
-  claimed = claim_jobs(prefix, k, now, count, tonumber(ARGV[9]), ARGV[10], ARGV[11],
-    tonumber(ARGV[12]), cap)
-  if keep_last ~= 0 and claimed[4] > 0 then
-    local handed = {ARGV[10]}
-    for i = 1, claimed[4] do handed[#handed + 1] = claimed[5 + (i - 1) * CLAIM_RECORD] end
-    redis.call('HSET', job_key, 'next_claim', table.concat(handed, ' '))
-  end
-elseif count > 0 then
-  -- A resend: hand back what the first call leased, if still held by it.
-  local handed = redis.call('HGET', job_key, 'next_claim')
-  if handed then
-    local words = {}
-    for word in string.gmatch(handed, '%S+') do words[#words + 1] = word end
-    local n = 0
-    for i = 2, #words do
-      local next_id = words[i]
-      local next_key = prefix .. 'job:' .. next_id
-      local token = words[1] .. '.' .. (i - 1)
-      local f = redis.call('HMGET', next_key, 'state', 'lease_token', 'attempt')
-      local deadline = redis.call('ZSCORE', k.active, next_id)
-      if f[1] == 'active' and f[2] == token and deadline then
-        append_record(claimed, next_key, next_id, token, tonumber(f[3]), tonumber(deadline))
-        n = n + 1
+  if count > 0 then
+    -- A resend: hand back what the first call leased, if still held by it.
+    local handed = redis.call('HGET', job_key, 'next_claim')
+    if handed then
+      local words = {}
+      for word in string.gmatch(handed, '%S+') do words[#words + 1] = word end
+      local n = 0
+      for i = 2, #words do
+        local next_id = words[i]
+        local next_key = prefix .. 'job:' .. next_id
+        local next_token = words[1] .. '.' .. (i - 1)
+        local f = read_record_fields(next_key)
+        local held = redis.call('HMGET', next_key, 'lease_token', 'attempt')
+        local deadline = redis.call('ZSCORE', k.active, next_id)
+        if f[12] == 'active' and held[1] == next_token and deadline then
+          append_record(claimed, f, next_id, next_token, tonumber(held[2]), tonumber(deadline))
+          n = n + 1
+        end
       end
+      claimed[4] = n
     end
-    claimed[4] = n
   end
 end
 table.insert(claimed, 1, status)

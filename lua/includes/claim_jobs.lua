@@ -4,10 +4,11 @@
   worker needs about one round trip per job.
 
   claim_jobs(prefix, k, now, count, lease_ms, token_prefix, worker,
-             promote_limit, cap) -> reply table
-  append_record(reply, job_key, id, token, attempt, deadline) -> fields
-    appends one leased job's record; complete.lua uses it to answer a
-    resent complete-and-claim with the jobs the first call leased.
+             promote_limit, cap, cascade) -> reply table
+  read_record_fields(job_key) / append_record(reply, f, id, token,
+    attempt, deadline) read and append one leased job's record; complete.lua
+    uses them to answer a resent complete-and-claim with the jobs the first
+    call leased.
     k              {meta=, delayed=, active=, levels=, events=} key names
     count          most jobs to lease (0 leases none but still reports)
     lease_ms       lease length; deadline = now + lease_ms (server clock)
@@ -15,6 +16,8 @@
                    call gets lease token "<token_prefix>.<i>"
     worker         worker instance id recorded on the job
     promote_limit  most due delayed jobs moved to ready in this call
+    cascade        true: a claim that fills `count` and leaves work behind
+                   adds a wake token (see below)
   Reply: {paused (0|1), next_due_ms (-1 when no delayed job), now_ms (the
           server clock, so a worker can sleep until next_due without
           trusting its own clock), n, then n records of 15 values each}:
@@ -27,7 +30,12 @@
   reach ready on time). An id whose job hash is missing is dropped with an
   'orphan' event: it has no job to run.
 ]]
+-- Promotes due delayed jobs. Returns the earliest due time when nothing
+-- was due (so the caller needs no second look), or nil after promoting.
 local function promote_due(prefix, k, now, limit, cap)
+  local head = redis.call('ZRANGE', k.delayed, 0, 0, 'WITHSCORES')
+  if not head[2] then return -1 end
+  if tonumber(head[2]) > now then return tonumber(head[2]) end
   local due = redis.call('ZRANGEBYSCORE', k.delayed, '-inf', now, 'LIMIT', 0, limit)
   for _, id in ipairs(due) do
     local job_key = prefix .. 'job:' .. id
@@ -40,7 +48,7 @@ local function promote_due(prefix, k, now, limit, cap)
       emit(k.events, cap, 'orphan', id, '', 0, '', {'from', 'delayed'})
     end
   end
-  return #due
+  return nil
 end
 
 local function next_due_ms(delayed_key)
@@ -49,25 +57,29 @@ local function next_due_ms(delayed_key)
   return -1
 end
 
--- Appends one leased job's record (the 15 values above) to `reply`;
--- returns the fields read, so callers can name the job in events.
-local function append_record(reply, job_key, id, token, attempt, deadline)
-  local f = redis.call('HMGET', job_key, 'name', 'payload', 'version',
+-- The job fields a claim hands to the worker, then `state` (which tells a
+-- real job from an orphan id, no hash, in the same read) and `attempt`.
+local function read_record_fields(job_key)
+  return redis.call('HMGET', job_key, 'name', 'payload', 'version',
     'max_attempts', 'timeout_ms', 'backoff', 'correlation_id', 'checkpoint',
-    'created_at', 'priority', 'releases')
+    'created_at', 'priority', 'releases', 'state', 'attempt')
+end
+
+-- Appends one leased job's record (the 15 values above) to `reply`, from
+-- fields read by read_record_fields.
+local function append_record(reply, f, id, token, attempt, deadline)
   local base = #reply
   reply[base + 1] = id
   reply[base + 2] = token
   reply[base + 3] = attempt
   reply[base + 4] = deadline
   for i = 1, 11 do reply[base + 4 + i] = f[i] or '' end
-  return f
 end
 
-local function claim_jobs(prefix, k, now, count, lease_ms, token_prefix, worker, promote_limit, cap)
-  promote_due(prefix, k, now, promote_limit, cap)
+local function claim_jobs(prefix, k, now, count, lease_ms, token_prefix, worker, promote_limit, cap, cascade)
+  local next_due = promote_due(prefix, k, now, promote_limit, cap) or next_due_ms(k.delayed)
   if redis.call('HGET', k.meta, 'paused') == '1' then
-    return {1, next_due_ms(k.delayed), now, 0}
+    return {1, next_due, now, 0}
   end
   local reply = {0, 0, now, 0}
   local deadline = now + lease_ms
@@ -78,14 +90,16 @@ local function claim_jobs(prefix, k, now, count, lease_ms, token_prefix, worker,
     local ids = pop_ready(prefix, k.levels, count - n)
     for _, id in ipairs(ids) do
       local job_key = prefix .. 'job:' .. id
-      if redis.call('EXISTS', job_key) == 1 then
+      local f = read_record_fields(job_key)
+      if f[12] then
         n = n + 1
         local token = token_prefix .. '.' .. n
-        local attempt = bump(job_key, 'attempt', 1)
-        redis.call('HSET', job_key, 'state', 'active', 'lease_token', token,
+        -- Garbage in `attempt` reads as 0: a claim must not fail half-way.
+        local attempt = (tonumber(f[13]) or 0) + 1
+        redis.call('HSET', job_key, 'state', 'active', 'attempt', attempt, 'lease_token', token,
           'worker', worker, 'started_at', now, 'outcome', '')
         redis.call('ZADD', k.active, deadline, id)
-        local f = append_record(reply, job_key, id, token, attempt, deadline)
+        append_record(reply, f, id, token, attempt, deadline)
         emit(k.events, cap, 'claimed', id, f[1], attempt, f[7], {'worker', worker})
       else
         emit(k.events, cap, 'orphan', id, '', 0, '', {'from', 'ready'})
@@ -93,11 +107,12 @@ local function claim_jobs(prefix, k, now, count, lease_ms, token_prefix, worker,
     end
     if n >= count or #ids == 0 then break end
   end
-  if count > 0 and n == count and redis.call('ZCARD', k.levels) > 0 then
-    -- Work is left behind: wake another idle worker to take it.
+  if cascade and count > 0 and n == count and redis.call('ZCARD', k.levels) > 0 then
+    -- Work is left behind: wake another idle worker to take it. Only plain
+    -- claims cascade; a worker completing-and-claiming is busy already.
     signal_ready(prefix)
   end
-  reply[2] = next_due_ms(k.delayed)
+  reply[2] = next_due
   reply[4] = n
   return reply
 end

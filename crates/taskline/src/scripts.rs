@@ -32,6 +32,7 @@ pub(crate) const SOURCES: &[(&str, &str)] = &[
     ("reap", include_str!("../../../lua/reap.lua")),
     ("replay", include_str!("../../../lua/replay.lua")),
     ("counts", include_str!("../../../lua/counts.lua")),
+    ("trim", include_str!("../../../lua/trim.lua")),
 ];
 
 /// The loaded scripts, one field per operation.
@@ -45,6 +46,7 @@ pub(crate) struct Scripts {
     pub reap: Script,
     pub replay: Script,
     pub counts: Script,
+    pub trim: Script,
 }
 
 /// The scripts, assembled once per process.
@@ -60,6 +62,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
         reap: load("reap"),
         replay: load("replay"),
         counts: load("counts"),
+        trim: load("trim"),
     }
 });
 

@@ -2,7 +2,9 @@
 //!
 //! Every worker runs one; reaping is idempotent, so several reapers on the
 //! same queue are harmless. Each pass handles every configured queue, in
-//! batches until a queue has no expired lease left.
+//! batches until a queue has no expired lease left, and then applies the
+//! queue's completed-job retention exactly (completions only trim in
+//! batches), so Redis memory stays flat even when no job finishes.
 
 use std::time::Duration;
 
@@ -61,6 +63,9 @@ impl Reaper {
                         break;
                     }
                 }
+            }
+            if let Err(err) = self.client.trim_completed(queue).await {
+                warn!(queue = %queue, error = %err, "retention trim failed; retrying next pass");
             }
         }
         total

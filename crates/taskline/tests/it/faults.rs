@@ -387,16 +387,20 @@ async fn resent_complete_is_already_completed_even_when_retention_deleted_the_jo
     assert_eq!(meta_counter(&mut raw, q, "completed").await, 1);
 }
 
+/// Once retention has removed a completed job, a resent completion cannot
+/// be told from an unknown id: it is JOB_NOT_FOUND (documented in
+/// complete.lua), changes nothing, and a resending worker treats it as
+/// "nothing left to record".
 #[tokio::test]
-async fn resent_complete_is_already_completed_after_retention_trimmed_the_job() {
+async fn resent_complete_after_retention_removed_the_job_is_not_found_and_changes_nothing() {
     let h = Harness::start_with(|b| b.retention(Retention { keep_last: 1, max_age: None })).await;
     let q = "lost-complete-trimmed";
     h.client.enqueue_bulk(q, vec![job(1), job(2)]).await.expect("enqueue");
     let leases = lease_of(&h.client.claim(q, &claim(2, "w1")).await.expect("claim"));
     assert_eq!(h.client.complete(&leases[0], None).await.expect("complete"), Completion::Completed);
-    // A busy worker completes the next job before the first reply is
-    // resent; keep_last = 1 trims the first job.
     assert_eq!(h.client.complete(&leases[1], None).await.expect("complete"), Completion::Completed);
+    // The worker's maintenance applies keep_last = 1 exactly.
+    assert_eq!(h.client.trim_completed(q).await.expect("trim"), 1);
     assert!(
         matches!(h.client.get_job(q, &leases[0].job_id).await, Err(Error::JobNotFound { .. })),
         "retention removed the first job"
@@ -404,12 +408,10 @@ async fn resent_complete_is_already_completed_after_retention_trimmed_the_job() 
 
     kill_client_connections(&h.server).await;
     let resent = until_answered("resend complete", || h.client.complete(&leases[0], None)).await;
-    assert!(
-        matches!(resent, Ok(Completion::AlreadyCompleted)),
-        "a resend after retention trimmed the job must still be recognized: {resent:?}"
-    );
+    assert!(matches!(resent, Err(Error::JobNotFound { .. })), "{resent:?}");
     let mut raw = h.raw().await;
     assert_eq!(meta_counter(&mut raw, q, "completed").await, 2);
+    assert_sound(&h.client, q).await;
 }
 
 // ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod auth;
 mod cluster;
 mod enqueue;
 mod faults;

@@ -13,6 +13,8 @@ pub struct Snapshot {
     pub calls: u64,
     /// EVALSHA and EVAL calls: script invocations.
     pub script_calls: u64,
+    /// BLPOP calls: idle workers' blocking waits.
+    pub blocking_calls: u64,
     /// Server CPU seconds, system plus user.
     pub cpu_seconds: f64,
 }
@@ -40,6 +42,9 @@ impl Snapshot {
             snapshot.calls += calls;
             if name == "cmdstat_evalsha" || name == "cmdstat_eval" {
                 snapshot.script_calls += calls;
+            }
+            if name == "cmdstat_blpop" {
+                snapshot.blocking_calls += calls;
             }
         }
         let info_value = |key: &str| -> Option<f64> {

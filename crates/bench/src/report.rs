@@ -42,7 +42,12 @@ const ROWS: &[Row] = &[
     Row { label: "latency p95 (ms)", path: ["latency", "p95_ms"], higher_is_better: false },
     Row { label: "latency p99 (ms)", path: ["latency", "p99_ms"], higher_is_better: false },
     Row { label: "latency max (ms)", path: ["latency", "max_ms"], higher_is_better: false },
-    Row { label: "idle: Redis commands/s", path: ["idle", "commands_per_sec"], higher_is_better: false },
+    Row { label: "idle: requests/s", path: ["idle", "requests_per_sec"], higher_is_better: false },
+    Row {
+        label: "idle: Redis commands/s (in scripts too)",
+        path: ["idle", "commands_per_sec"],
+        higher_is_better: false,
+    },
     Row {
         label: "memory: Redis bytes/waiting job",
         path: ["memory", "redis_bytes_per_waiting_job"],
@@ -74,7 +79,7 @@ pub fn ratios(taskline: &Value, bullmq: Option<&Value>) -> Value {
 /// The table, as text.
 pub fn table(taskline: &Value, bullmq: Option<&Value>) -> String {
     let mut text =
-        format!("{:<34} {:>14} {:>14} {:>18}\n", "measure", "taskline", "bullmq", "taskline advantage");
+        format!("{:<40} {:>14} {:>14} {:>18}\n", "measure", "taskline", "bullmq", "taskline advantage");
     for row in ROWS {
         let Some(t) = get(taskline, row.path) else { continue };
         let b = bullmq.and_then(|b| get(b, row.path));
@@ -85,7 +90,7 @@ pub fn table(taskline: &Value, bullmq: Option<&Value>) -> String {
             _ => "-".into(),
         };
         text.push_str(&format!(
-            "{:<34} {:>14} {:>14} {:>18}\n",
+            "{:<40} {:>14} {:>14} {:>18}\n",
             row.label,
             number(t),
             b.map(number).unwrap_or_else(|| "-".into()),

@@ -73,7 +73,11 @@ pub struct Idle {
     pub queues: u32,
     /// Length of the measurement.
     pub seconds: f64,
-    /// Redis commands per second caused by the idle worker.
+    /// Requests per second the idle worker sends (script calls and blocking
+    /// waits: what crosses the network).
+    pub requests_per_sec: f64,
+    /// Redis commands per second it causes, counting those run inside
+    /// scripts.
     pub commands_per_sec: f64,
 }
 
@@ -276,7 +280,14 @@ impl Bench {
         let after = Snapshot::take(&mut self.raw).await?;
         stop(shutdown, running).await?;
         let commands = after.calls.saturating_sub(before.calls).saturating_sub(2) as f64;
-        Ok(Idle { queues: self.params.idle_queues, seconds, commands_per_sec: commands / seconds })
+        let requests = (after.script_calls + after.blocking_calls)
+            .saturating_sub(before.script_calls + before.blocking_calls) as f64;
+        Ok(Idle {
+            queues: self.params.idle_queues,
+            seconds,
+            requests_per_sec: requests / seconds,
+            commands_per_sec: commands / seconds,
+        })
     }
 
     /// Redis memory per waiting job.

@@ -165,12 +165,14 @@ impl Client {
     async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
         let (_, keys) = self.queue_keys(queue)?;
         let mut conn = self.conn();
-        let _: () = redis::cmd("HSET")
-            .arg(keys.meta())
-            .arg("paused")
-            .arg(if paused { "1" } else { "0" })
-            .query_async(&mut conn)
-            .await?;
+        let mut pipe = redis::pipe();
+        pipe.atomic().hset(keys.meta(), "paused", if paused { "1" } else { "0" }).ignore();
+        if !paused {
+            // Idle workers treat a paused queue as empty and block: wake one
+            // (the wake list stays tiny: claims consume tokens, LTRIM caps it).
+            pipe.lpush(keys.wake(), "1").ignore().ltrim(keys.wake(), 0, 3).ignore();
+        }
+        let _: () = pipe.query_async(&mut conn).await?;
         Ok(())
     }
 }

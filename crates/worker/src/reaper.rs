@@ -20,13 +20,18 @@ pub struct Reaper {
     client: Client,
     queues: Vec<String>,
     interval: Duration,
+    passes: std::sync::atomic::AtomicU64,
 }
+
+/// Retention is applied on every this-many reaper passes: completions trim
+/// as they go, so this only catches the overshoot and aged-out jobs.
+const TRIM_EVERY_PASSES: u64 = 4;
 
 impl Reaper {
     /// A reaper of `queues` every `interval` (with up to 20 % jitter, so a
     /// fleet of workers started together does not reap in lockstep).
     pub fn new(client: Client, queues: Vec<String>, interval: Duration) -> Self {
-        Self { client, queues, interval }
+        Self { client, queues, interval, passes: std::sync::atomic::AtomicU64::new(0) }
     }
 
     /// Runs until `shutdown`; the first pass runs at once, to recover what a
@@ -44,6 +49,8 @@ impl Reaper {
 
     /// One pass over every queue. Returns how many jobs were reaped.
     pub async fn exec(&self) -> u32 {
+        let pass = self.passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let trim = pass % TRIM_EVERY_PASSES == 0;
         let mut total = 0;
         for queue in &self.queues {
             loop {
@@ -63,6 +70,9 @@ impl Reaper {
                         break;
                     }
                 }
+            }
+            if !trim {
+                continue;
             }
             if let Err(err) = self.client.trim_completed(queue).await {
                 warn!(queue = %queue, error = %err, "retention trim failed; retrying next pass");

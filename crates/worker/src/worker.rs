@@ -39,6 +39,10 @@ use crate::scheduler::{QueueShare, Scheduler};
 use crate::simulate::SimulateHandler;
 use crate::waiter::{Waiter, WakeListener, Woken};
 
+/// How often an idle claimer looks at every queue although no wake token
+/// came (the safety net for a lost token).
+const FULL_LOOK_EVERY: Duration = Duration::from_secs(60);
+
 /// How long runners get to record the outcome of released jobs once
 /// shutdown has cancelled them (step 4 above).
 const OUTCOME_GRACE: Duration = Duration::from_secs(10);
@@ -353,6 +357,7 @@ async fn claim_loop(shared: Arc<Shared>, runners: TaskTracker, waiter: Waiter) {
     let mut listener = WakeListener::spawn(waiter, wake_keys.clone(), shared.stop_claiming.clone());
     let mut next_due: Vec<Option<Instant>> = vec![None; names.len()];
     let mut trouble = Duration::ZERO;
+    let mut last_full_look = Instant::now();
     loop {
         if shared.stop_claiming.is_cancelled() {
             return;
@@ -388,7 +393,15 @@ async fn claim_loop(shared: Arc<Shared>, runners: TaskTracker, waiter: Waiter) {
                         Some(q) => shared.scheduler.wake(q),
                         None => shared.scheduler.wake_all(),
                     },
-                    Woken::Timeout => shared.scheduler.wake_all(),
+                    // The safety net for a missed wake token (a worker that
+                    // took one and died): look at every queue now and then,
+                    // not on every timeout, so that idle costs stay flat
+                    // whatever the number of queues.
+                    Woken::Timeout if last_full_look.elapsed() >= FULL_LOOK_EVERY => {
+                        last_full_look = Instant::now();
+                        shared.scheduler.wake_all();
+                    }
+                    Woken::Timeout => {}
                     Woken::Failed => {
                         trouble = backoff(trouble);
                         if sleep_or_stop(&shared, trouble).await {

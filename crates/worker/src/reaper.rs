@@ -50,7 +50,7 @@ impl Reaper {
     /// One pass over every queue. Returns how many jobs were reaped.
     pub async fn exec(&self) -> u32 {
         let pass = self.passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let trim = pass % TRIM_EVERY_PASSES == 0;
+        let trim = pass.is_multiple_of(TRIM_EVERY_PASSES);
         let mut total = 0;
         for queue in &self.queues {
             loop {

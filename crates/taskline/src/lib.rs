@@ -27,6 +27,8 @@
 //!   `release`, `reap`, all fenced by lease tokens and safe to resend.
 //! - [`admin`]: `get_job`, `counts`, `replay`, `pause`, `resume`.
 //! - [`doctor`]: the invariant checker (every job in exactly one place).
+//! - [`operator`]: what the `taskline` CLI needs: queue summaries, purge
+//!   of dead letters, drain of ready jobs, the event stream, DLQ filters.
 //! - [`job`]: ids, states, [`NewJob`] and the stored [`Job`].
 //! - [`backoff`]: the retry delay policy.
 //! - [`keys`]: every Redis key name, built in one place.
@@ -47,6 +49,7 @@ pub mod error;
 pub mod job;
 pub mod keys;
 pub mod names;
+pub mod operator;
 pub mod producer;
 pub mod protocol;
 mod reply;
@@ -61,6 +64,9 @@ pub use job::{
     AttemptError, EnqueueOptions, FailureKind, Job, JobId, JobState, MAX_PRIORITY, NewJob, UniqueMode,
 };
 pub use names::QueueName;
+pub use operator::dead::{DeadFilter, DeadMatches};
+pub use operator::events::{Event, EventFollower};
+pub use operator::{Drained, Purged, QueueSummary};
 pub use producer::EnqueueOutcome;
 pub use protocol::{
     Claim, ClaimOptions, ClaimedJob, Completion, Extended, FailOutcome, Failure, Lease, Reaped, Released,

@@ -32,6 +32,8 @@ pub(crate) const SOURCES: &[(&str, &str)] = &[
     ("reap", include_str!("../../../lua/reap.lua")),
     ("replay", include_str!("../../../lua/replay.lua")),
     ("counts", include_str!("../../../lua/counts.lua")),
+    ("purge", include_str!("../../../lua/purge.lua")),
+    ("drain", include_str!("../../../lua/drain.lua")),
     ("trim", include_str!("../../../lua/trim.lua")),
 ];
 
@@ -46,6 +48,8 @@ pub(crate) struct Scripts {
     pub reap: Script,
     pub replay: Script,
     pub counts: Script,
+    pub purge: Script,
+    pub drain: Script,
     pub trim: Script,
 }
 
@@ -62,6 +66,8 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
         reap: load("reap"),
         replay: load("replay"),
         counts: load("counts"),
+        purge: load("purge"),
+        drain: load("drain"),
         trim: load("trim"),
     }
 });

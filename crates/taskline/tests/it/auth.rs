@@ -10,9 +10,16 @@ async fn password_and_acl_user_urls_work_and_wrong_credentials_are_refused() {
     let port = server.port();
     // Set after start: the test kit's readiness probe speaks without auth.
     let mut setup = server.connection().await;
-    let _: () = redis::cmd("CONFIG").arg("SET").arg("requirepass").arg("s3cret").query_async(&mut setup).await.expect("requirepass");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("s3cret")
+        .query_async(&mut setup)
+        .await
+        .expect("requirepass");
 
-    let by_password = Client::connect(&format!("redis://:s3cret@127.0.0.1:{port}/")).await.expect("password URL");
+    let by_password =
+        Client::connect(&format!("redis://:s3cret@127.0.0.1:{port}/")).await.expect("password URL");
     by_password.enqueue("auth", NewJob::new("n", &json!(1)).expect("job")).await.expect("enqueue");
 
     // An ACL user with its own password.
@@ -26,7 +33,8 @@ async fn password_and_acl_user_urls_work_and_wrong_credentials_are_refused() {
         .query_async(&mut admin)
         .await
         .expect("ACL SETUSER");
-    let by_user = Client::connect(&format!("redis://jobs:hunter2@127.0.0.1:{port}/")).await.expect("user URL");
+    let by_user =
+        Client::connect(&format!("redis://jobs:hunter2@127.0.0.1:{port}/")).await.expect("user URL");
     assert_eq!(by_user.counts("auth").await.expect("counts").ready, 1);
 
     let wrong = Client::connect(&format!("redis://jobs:wrong@127.0.0.1:{port}/")).await;

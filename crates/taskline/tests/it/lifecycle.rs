@@ -1271,9 +1271,16 @@ async fn retention_keeps_the_newest_completed_jobs_within_a_bounded_slack() {
             Completion::Completed
         );
         let kept = members(&mut conn, q, "completed").await;
-        assert!(kept.len() < 3 + TRIM_SLACK, "after job {i}: {} kept, bound is keep_last + slack", kept.len());
+        assert!(
+            kept.len() < 3 + TRIM_SLACK,
+            "after job {i}: {} kept, bound is keep_last + slack",
+            kept.len()
+        );
         for newest in &jobs[(i + 1).saturating_sub(3)..=i] {
-            assert!(kept.contains(&newest.lease.job_id.to_string()), "after job {i}: a newest job was trimmed");
+            assert!(
+                kept.contains(&newest.lease.job_id.to_string()),
+                "after job {i}: a newest job was trimmed"
+            );
         }
     }
     h.assert_sound(q).await;

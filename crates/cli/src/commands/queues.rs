@@ -1,0 +1,91 @@
+//! `taskline queues`: every known queue at a glance.
+
+use serde_json::{Value, json};
+use taskline::QueueSummary;
+
+use crate::context::Ctx;
+use crate::error::CliError;
+use crate::output::{Table, print, print_json, thousands};
+
+/// Lifetime counters shown, from each queue's `meta` hash.
+const COUNTERS: [&str; 7] = ["enqueued", "completed", "retried", "dead", "replayed", "purged", "drained"];
+
+/// Prints every queue of the registry with its counts, paused flag,
+/// completions in the last minute and lifetime counters.
+pub async fn queues(ctx: &Ctx) -> Result<(), CliError> {
+    let mut summaries = Vec::new();
+    for queue in ctx.client.queues().await? {
+        summaries.push(ctx.client.queue_summary(&queue).await?);
+    }
+    if ctx.json {
+        return print_json(&Value::Array(summaries.iter().map(summary_json).collect()));
+    }
+    if summaries.is_empty() {
+        let prefix = &ctx.client.options().prefix;
+        return print(&format!(
+            "no queues under prefix {prefix:?} (a queue appears once a job is enqueued to it; check --prefix)"
+        ));
+    }
+    let mut table = Table::new(&[
+        "QUEUE",
+        "STATE",
+        ">READY",
+        ">DELAYED",
+        ">ACTIVE",
+        ">COMPLETED",
+        ">DEAD",
+        ">DONE/MIN",
+        ">ENQUEUED",
+        ">DONE",
+        ">RETRIED",
+        ">DIED",
+    ]);
+    for s in &summaries {
+        let c = &s.counts;
+        let per_minute = if s.completed_last_minute_is_lower_bound {
+            format!(">={}", thousands(s.completed_last_minute))
+        } else {
+            thousands(s.completed_last_minute)
+        };
+        table.row(vec![
+            s.queue.clone(),
+            if c.paused { "paused" } else { "running" }.to_string(),
+            thousands(c.ready),
+            thousands(c.delayed),
+            thousands(c.active),
+            thousands(c.completed),
+            thousands(c.dead),
+            per_minute,
+            thousands(s.counter("enqueued")),
+            thousands(s.counter("completed")),
+            thousands(s.counter("retried")),
+            thousands(s.counter("dead")),
+        ]);
+    }
+    let mut text = table.render();
+    text.push_str(
+        "\nREADY..DEAD: jobs in each state now. DONE/MIN: completed in the last minute. \
+         ENQUEUED, DONE, RETRIED, DIED: lifetime totals.\n",
+    );
+    print(&text)
+}
+
+fn summary_json(s: &QueueSummary) -> Value {
+    let c = &s.counts;
+    let totals: serde_json::Map<String, Value> =
+        COUNTERS.iter().map(|name| (name.to_string(), json!(s.counter(name)))).collect();
+    json!({
+        "queue": s.queue,
+        "paused": c.paused,
+        "counts": {
+            "ready": c.ready,
+            "delayed": c.delayed,
+            "active": c.active,
+            "completed": c.completed,
+            "dead": c.dead,
+        },
+        "completed_last_minute": s.completed_last_minute,
+        "completed_last_minute_is_lower_bound": s.completed_last_minute_is_lower_bound,
+        "totals": totals,
+    })
+}

@@ -1,0 +1,152 @@
+//! Printing: plain text tables for people, JSON for scripts, times in
+//! RFC 3339 (UTC).
+//!
+//! Everything goes through [`print`], which reports a closed stdout as an
+//! error instead of panicking like `println!`, so `taskline ... | head`
+//! ends quietly.
+
+use std::io::Write;
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+use crate::error::CliError;
+
+/// Writes `text` to stdout, plus a newline unless it ends with one.
+pub fn print(text: &str) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    if !text.ends_with('\n') {
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Prints `value` as pretty JSON.
+pub fn print_json(value: &Value) -> Result<(), CliError> {
+    print(&serde_json::to_string_pretty(value).expect("JSON values serialize"))
+}
+
+/// Prints `value` as one line of JSON (JSON Lines).
+pub fn print_json_line(value: &Value) -> Result<(), CliError> {
+    print(&serde_json::to_string(value).expect("JSON values serialize"))
+}
+
+/// A time as RFC 3339 in UTC, to the second (for tables).
+pub fn time(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// A time as RFC 3339 in UTC, to the millisecond (for JSON and details).
+pub fn time_ms(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// An optional time for JSON: RFC 3339 with milliseconds, or null.
+pub fn json_time(t: Option<SystemTime>) -> Value {
+    t.map_or(Value::Null, |t| Value::String(time_ms(t)))
+}
+
+/// Stored JSON text as a JSON value (as a string when it does not parse,
+/// so nothing is lost).
+pub fn json_text(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+}
+
+/// A plain text table: left-aligned text columns, right-aligned numbers,
+/// two spaces between columns, no borders (easy to read and to `grep`).
+pub struct Table {
+    headers: Vec<String>,
+    right: Vec<bool>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these column headers; a header starting with `>` is a
+    /// right-aligned (numeric) column.
+    pub fn new(headers: &[&str]) -> Table {
+        Table {
+            headers: headers.iter().map(|h| h.trim_start_matches('>').to_string()).collect(),
+            right: headers.iter().map(|h| h.starts_with('>')).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row (missing cells print empty).
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// The table as text, one line per row, header first.
+    pub fn render(&self) -> String {
+        let columns = self.headers.len();
+        let width = |i: usize| {
+            self.rows
+                .iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .chain([self.headers[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        };
+        let widths: Vec<usize> = (0..columns).map(width).collect();
+        let mut out = String::new();
+        for cells in std::iter::once(&self.headers).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, w) in widths.iter().enumerate() {
+                let cell = cells.get(i).map_or("", String::as_str);
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                if self.right[i] {
+                    line.push_str(&format!("{cell:>w$}"));
+                } else {
+                    line.push_str(&format!("{cell:<w$}"));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// `1234567` -> `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `1 job` / `2 jobs`.
+pub fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", thousands(n), if n == 1 { one } else { many })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let mut t = Table::new(&["NAME", ">N"]);
+        t.row(vec!["a".into(), "1".into()]);
+        t.row(vec!["long".into(), "100".into()]);
+        assert_eq!(t.render(), "NAME    N\na       1\nlong  100\n");
+    }
+
+    #[test]
+    fn numbers_get_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(plural(1, "job", "jobs"), "1 job");
+    }
+}

@@ -1,0 +1,18 @@
+//! Integration tests of the `taskline` binary: each runs the real binary
+//! against its own `redis-server` (on a free port, killed on drop), seeds
+//! state through the client crate, and asserts the output (human and
+//! `--json`), the exit code and the resulting Redis state.
+//!
+//! One test binary with a module per area; shared helpers live in
+//! `support`.
+
+mod support;
+
+mod control;
+mod dlq;
+mod enqueue;
+mod errors;
+mod events;
+mod jobs;
+mod operator;
+mod queues;

@@ -1,0 +1,319 @@
+//! The per-queue lifecycle event stream (`<prefix>:{Q}:events`): read a
+//! range, read the latest events, or follow new ones as they arrive.
+//!
+//! The scripts append one entry per lifecycle step (`enqueued`, `claimed`,
+//! `completed`, `retrying`, `dead`, `replayed`, `purged`, `drained`,
+//! `released`, ...) with the fields `event`, `id`, `name`, `attempt`, an
+//! optional `correlation_id` and step-specific extras (`worker`, `reason`,
+//! `due_at`, `error`, ...). The stream is capped, so it is a recent history,
+//! not an audit log: the job hash is the truth.
+//!
+//! Following uses `XREAD BLOCK` on a connection of its own: a blocking read
+//! on the client's shared multiplexed connection would stall every other
+//! call, and the shared connection's response timeout (default 5 s, and
+//! `redis`'s own default of 500 ms) would cut the block short.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Value};
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::job::from_epoch_millis;
+
+/// How long one `XREAD BLOCK` of an [`EventFollower`] waits.
+pub const FOLLOW_BLOCK: Duration = Duration::from_secs(5);
+
+/// Extra time past the block before the follower gives up on an answer.
+const WATCHDOG_GRACE: Duration = Duration::from_secs(3);
+
+/// Most entries one read of an [`EventFollower`] returns.
+const FOLLOW_BATCH: usize = 500;
+
+/// One lifecycle event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The stream entry id (`<ms>-<seq>`); pass it back to read what follows.
+    pub stream_id: String,
+    /// When the event was recorded, on the Redis server's clock (the
+    /// stream id's time part).
+    pub at: SystemTime,
+    /// What happened: `enqueued`, `claimed`, `completed`, `retrying`,
+    /// `dead`, `replayed`, `purged`, `drained`, `released`, ...
+    pub event: String,
+    /// The job id.
+    pub job_id: String,
+    /// The job name.
+    pub name: String,
+    /// The attempt the event is about (0 before the first claim).
+    pub attempt: u32,
+    /// The job's correlation id, if it has one.
+    pub correlation_id: Option<String>,
+    /// Every other field of the entry (`worker`, `reason`, `due_at`, ...).
+    pub extra: BTreeMap<String, String>,
+}
+
+impl Client {
+    /// Up to `count` events of `queue` after the stream id `after` (or from
+    /// the oldest kept when `None`), oldest first.
+    pub async fn read_events(&self, queue: &str, after: Option<&str>, count: usize) -> Result<Vec<Event>> {
+        let (_, keys) = self.queue_keys(queue)?;
+        let start = after.map_or_else(|| "-".to_string(), |id| format!("({id}"));
+        let mut conn = self.conn();
+        let value: Value = redis::cmd("XRANGE")
+            .arg(keys.events())
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(count.max(1))
+            .query_async(&mut conn)
+            .await?;
+        parse_entries(value)
+    }
+
+    /// The latest `count` events of `queue`, oldest first.
+    pub async fn last_events(&self, queue: &str, count: usize) -> Result<Vec<Event>> {
+        let (_, keys) = self.queue_keys(queue)?;
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn();
+        let value: Value = redis::cmd("XREVRANGE")
+            .arg(keys.events())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await?;
+        let mut events = parse_entries(value)?;
+        events.reverse();
+        Ok(events)
+    }
+
+    /// Starts following the events of `queue` that come after the stream id
+    /// `after` (after the newest event now in the stream when `None`).
+    ///
+    /// The follower blocks on a dedicated connection to `redis_url`, which
+    /// must name the same Redis as this client (the client keeps no URL).
+    pub async fn follow_events(
+        &self,
+        redis_url: &str,
+        queue: &str,
+        after: Option<String>,
+    ) -> Result<EventFollower> {
+        let (_, keys) = self.queue_keys(queue)?;
+        let last_id = match after {
+            Some(id) => id,
+            None => self.last_events(queue, 1).await?.pop().map_or_else(|| "0-0".into(), |e| e.stream_id),
+        };
+        let mut follower = EventFollower {
+            redis: redis::Client::open(redis_url)?,
+            conn: None,
+            connection_timeout: self.options().connection_timeout,
+            key: keys.events(),
+            last_id,
+            block: FOLLOW_BLOCK,
+        };
+        follower.connection().await?;
+        Ok(follower)
+    }
+}
+
+/// Follows one queue's event stream with `XREAD BLOCK` on its own
+/// connection; made by [`Client::follow_events`].
+pub struct EventFollower {
+    redis: redis::Client,
+    conn: Option<MultiplexedConnection>,
+    connection_timeout: Duration,
+    key: String,
+    last_id: String,
+    block: Duration,
+}
+
+impl std::fmt::Debug for EventFollower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventFollower").field("key", &self.key).field("last_id", &self.last_id).finish()
+    }
+}
+
+impl EventFollower {
+    /// Waits up to [`FOLLOW_BLOCK`] for events after the last one seen and
+    /// returns them (none when the wait timed out). After an error the
+    /// connection is dropped and the next call makes a new one, carrying on
+    /// from the last event seen, so a caller may retry after a pause.
+    pub async fn next_batch(&mut self) -> Result<Vec<Event>> {
+        let block = self.block;
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
+            .arg(FOLLOW_BATCH)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.key)
+            .arg(&self.last_id);
+        let conn = self.connection().await?;
+        // The watchdog: a half-open connection must not hang the follower.
+        let reply = tokio::time::timeout(block + WATCHDOG_GRACE, cmd.query_async::<Value>(conn)).await;
+        let value = match reply {
+            Ok(Ok(value)) => value,
+            Ok(Err(err)) => {
+                self.conn = None;
+                return Err(err.into());
+            }
+            Err(_) => {
+                self.conn = None;
+                return Err(Error::Redis(redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "XREAD BLOCK got no answer in time",
+                ))));
+            }
+        };
+        let events = parse_read(value)?;
+        if let Some(last) = events.last() {
+            self.last_id = last.stream_id.clone();
+        }
+        Ok(events)
+    }
+
+    /// Sets how long one read waits (default [`FOLLOW_BLOCK`], at least
+    /// 1 ms). The dedicated connection is remade to fit the new block.
+    pub fn set_block(&mut self, block: Duration) {
+        self.block = block.max(Duration::from_millis(1));
+        self.conn = None;
+    }
+
+    /// The stream id of the last event returned (`0-0` before any).
+    pub fn last_id(&self) -> &str {
+        &self.last_id
+    }
+
+    async fn connection(&mut self) -> Result<&mut MultiplexedConnection> {
+        if self.conn.is_none() {
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(self.connection_timeout))
+                // Longer than the block: redis' default (500 ms) would cut it short.
+                .set_response_timeout(Some(self.block + WATCHDOG_GRACE * 2));
+            let conn = self.redis.get_multiplexed_async_connection_with_config(&config).await?;
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_mut().expect("connection was just made"))
+    }
+}
+
+/// Decodes an `XREAD` reply (RESP2 array or RESP3 map of one stream; nil on
+/// timeout).
+fn parse_read(value: Value) -> Result<Vec<Event>> {
+    match value {
+        Value::Nil => Ok(Vec::new()),
+        Value::Array(streams) => match streams.into_iter().next() {
+            Some(Value::Array(mut pair)) if pair.len() == 2 => parse_entries(pair.pop().expect("two items")),
+            Some(other) => Err(malformed(format!("stream entry {other:?}"))),
+            None => Ok(Vec::new()),
+        },
+        Value::Map(streams) => match streams.into_iter().next() {
+            Some((_, entries)) => parse_entries(entries),
+            None => Ok(Vec::new()),
+        },
+        other => Err(malformed(format!("XREAD reply {other:?}"))),
+    }
+}
+
+/// Decodes stream entries (`XRANGE`, `XREVRANGE`, one stream of `XREAD`).
+fn parse_entries(value: Value) -> Result<Vec<Event>> {
+    let entries = match value {
+        Value::Array(entries) => entries,
+        Value::Nil => return Ok(Vec::new()),
+        other => return Err(malformed(format!("entries {other:?}"))),
+    };
+    entries.into_iter().map(parse_entry).collect()
+}
+
+fn parse_entry(entry: Value) -> Result<Event> {
+    let Value::Array(parts) = entry else {
+        return Err(malformed(format!("entry {entry:?}")));
+    };
+    let mut parts = parts.into_iter();
+    let (Some(id), Some(fields)) = (parts.next(), parts.next()) else {
+        return Err(malformed("entry without id and fields".into()));
+    };
+    let stream_id = text(id)?;
+    let mut map = BTreeMap::new();
+    match fields {
+        Value::Array(flat) => {
+            let mut flat = flat.into_iter();
+            while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
+                map.insert(text(k)?, text(v)?);
+            }
+        }
+        Value::Map(pairs) => {
+            for (k, v) in pairs {
+                map.insert(text(k)?, text(v)?);
+            }
+        }
+        other => return Err(malformed(format!("fields {other:?}"))),
+    }
+    let ms = stream_id.split('-').next().and_then(|ms| ms.parse::<u64>().ok()).unwrap_or(0);
+    let mut take = |field: &str| map.remove(field).unwrap_or_default();
+    Ok(Event {
+        at: from_epoch_millis(ms),
+        event: take("event"),
+        job_id: take("id"),
+        name: take("name"),
+        attempt: take("attempt").parse().unwrap_or(0),
+        correlation_id: Some(take("correlation_id")).filter(|c| !c.is_empty()),
+        extra: map,
+        stream_id,
+    })
+}
+
+fn text(value: Value) -> Result<String> {
+    match value {
+        Value::BulkString(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+        Value::SimpleString(s) => Ok(s),
+        Value::Int(i) => Ok(i.to_string()),
+        other => Err(malformed(format!("value {other:?}"))),
+    }
+}
+
+fn malformed(detail: String) -> Error {
+    Error::Protocol { script: "events stream", detail }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn entries_decode_known_and_extra_fields() {
+        let entry = Value::Array(vec![
+            bulk("1700000000123-0"),
+            Value::Array(
+                ["event", "dead", "id", "j1", "name", "send", "attempt", "2", "reason", "permanent"]
+                    .into_iter()
+                    .map(bulk)
+                    .collect(),
+            ),
+        ]);
+        let events = parse_entries(Value::Array(vec![entry])).expect("decode");
+        let e = &events[0];
+        assert_eq!(
+            (e.event.as_str(), e.job_id.as_str(), e.name.as_str(), e.attempt),
+            ("dead", "j1", "send", 2)
+        );
+        assert_eq!(e.correlation_id, None);
+        assert_eq!(e.extra.get("reason").map(String::as_str), Some("permanent"));
+        assert_eq!(e.at, from_epoch_millis(1_700_000_000_123));
+    }
+
+    #[test]
+    fn a_timed_out_read_is_empty() {
+        assert_eq!(parse_read(Value::Nil).expect("nil"), Vec::new());
+    }
+}

@@ -124,23 +124,28 @@ impl Client {
                     .await?
             }
             None => {
-                // Highest level first; within a level the right end is the front.
+                // Highest level first; within a level the right end is the
+                // front, so the page is read with negative indexes, reversed.
                 let levels: Vec<u8> =
                     redis::cmd("ZREVRANGE").arg(keys.levels()).arg(0).arg(-1).query_async(&mut conn).await?;
                 let (mut skip, mut ids) = (offset, Vec::new());
                 for level in levels {
-                    let mut list: Vec<String> = redis::cmd("LRANGE")
+                    let len: u64 = redis::cmd("LLEN").arg(keys.ready(level)).query_async(&mut conn).await?;
+                    if skip >= len {
+                        skip -= len;
+                        continue;
+                    }
+                    let want = (limit - ids.len() as u64).min(len - skip);
+                    let (first, last) = (-((skip + want) as i64), -(skip as i64) - 1);
+                    let mut page: Vec<String> = redis::cmd("LRANGE")
                         .arg(keys.ready(level))
-                        .arg(0)
-                        .arg(-1)
+                        .arg(first)
+                        .arg(last)
                         .query_async(&mut conn)
                         .await?;
-                    list.reverse();
-                    let taken = list.len() as u64;
-                    ids.extend(
-                        list.into_iter().skip(skip as usize).take((limit as usize).saturating_sub(ids.len())),
-                    );
-                    skip = skip.saturating_sub(taken);
+                    page.reverse();
+                    ids.extend(page);
+                    skip = 0;
                     if ids.len() as u64 >= limit {
                         break;
                     }

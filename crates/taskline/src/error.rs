@@ -3,7 +3,7 @@
 //! Variants are named after domain facts so that a caller can act on them;
 //! every message says what went wrong and what to do next. Error codes
 //! raised by the Lua scripts (`LEASE_LOST`, `JOB_NOT_FOUND`) are mapped to
-//! variants in exactly one place, [`Error::from_script`].
+//! variants in exactly one place, `Error::from_script`.
 
 use std::time::Duration;
 
@@ -51,7 +51,9 @@ pub enum Error {
     },
 
     /// The payload (or result) could not be serialized to JSON.
-    #[error("the job payload is not valid JSON: {0}; pass a value that serde_json can serialize")]
+    #[error(
+        "the job payload is not valid JSON: {0}; pass JSON text that parses, or a value serde_json can serialize"
+    )]
     InvalidPayload(#[source] serde_json::Error),
 
     /// The serialized payload (or result) exceeds the client's size limit.

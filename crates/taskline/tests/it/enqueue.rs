@@ -1226,3 +1226,41 @@ async fn run_at_beyond_the_millisecond_range_does_not_run_at_once() {
     let result = h.client.enqueue("q", job("j", 1).run_at(far)).await;
     assert_rejected_or_scheduled(&h, "q", result).await;
 }
+
+#[tokio::test]
+async fn listing_ready_jobs_pages_in_claim_order_across_levels() {
+    let h = Harness::start().await;
+    let q = "paging";
+    let mut expected = Vec::new();
+    for level in [9u8, 5, 0] {
+        for i in 0..4 {
+            let id = h
+                .client
+                .enqueue(
+                    q,
+                    NewJob::new("p", &json!({ "level": level, "i": i })).expect("job").priority(level),
+                )
+                .await
+                .expect("enqueue");
+            expected.push(id);
+        }
+    }
+    for offset in 0..13u64 {
+        for limit in 1..6u64 {
+            let page = h.client.list_jobs(q, JobState::Ready, offset, limit).await.expect("list");
+            let from = (offset as usize).min(expected.len());
+            let to = (from + limit as usize).min(expected.len());
+            assert_eq!(page, expected[from..to].to_vec(), "offset {offset}, limit {limit}");
+        }
+    }
+    let claimed: Vec<JobId> = h
+        .client
+        .claim(q, &claim(12, "w"))
+        .await
+        .expect("claim")
+        .jobs
+        .into_iter()
+        .map(|j| j.lease.job_id)
+        .collect();
+    assert_eq!(claimed, expected, "the listing order is the claim order");
+}

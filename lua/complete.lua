@@ -7,10 +7,11 @@
   it. Resending the same completion after a lost reply succeeds again and
   records nothing twice.
 
-  Retention: the job enters `completed` (score = finish time). Once the set
-  holds TRIM_SLACK more than keep_last, the oldest are removed in one batch
-  (their hashes with one DEL), so trimming costs a fraction of a command per
-  job; the set holds at most keep_last + TRIM_SLACK jobs. Every
+  Retention: the job enters `completed` (score = finish time). Every
+  TRIM_SLACK-th completion of the queue (by its `completed` counter) trims
+  the set back to keep_last, the oldest first, in one batch (their hashes
+  with one DEL), so trimming costs a fraction of a command per job; the set
+  holds at most keep_last + TRIM_SLACK - 1 jobs. Every
   AGE_CHECK_EVERY completions (and with every batch), jobs older than
   max_age_ms are removed too; the worker's maintenance applies both
   continuously as well. keep_last = 0 deletes the job at once and leaves the
@@ -64,8 +65,7 @@ local cap = tonumber(ARGV[2])
 local id, token, result = ARGV[3], ARGV[4], ARGV[5]
 local keep_last, max_age_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
 local count = tonumber(ARGV[8])
--- Completed jobs beyond keep_last before a batch is trimmed, and the most
--- removed by one call.
+-- Completions between two trims, and the most jobs removed by one call.
 local TRIM_SLACK = 50
 local TRIM_BATCH = 500
 -- One completion in this many also removes jobs past max_age_ms.
@@ -125,11 +125,13 @@ if status == 'ok' then
     redis.call('SET', prefix .. 'done:' .. id, token, 'PX', DONE_MARKER_MS)
   else
     redis.call('ZADD', completed_key, now, id)
-    local excess = redis.call('ZCARD', completed_key) - keep_last
     local trimmed = false
-    if excess >= TRIM_SLACK then
-      remove_completed(redis.call('ZRANGE', completed_key, 0, math.min(excess, TRIM_BATCH) - 1))
-      trimmed = true
+    if completions % TRIM_SLACK == 0 then
+      local excess = redis.call('ZCARD', completed_key) - keep_last
+      if excess > 0 then
+        remove_completed(redis.call('ZRANGE', completed_key, 0, math.min(excess, TRIM_BATCH) - 1))
+        trimmed = true
+      end
     end
     if max_age_ms > 0 and (trimmed or completions % AGE_CHECK_EVERY == 0) then
       remove_completed(redis.call('ZRANGEBYSCORE', completed_key, '-inf', now - max_age_ms,

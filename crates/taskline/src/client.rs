@@ -251,7 +251,21 @@ impl Client {
             invocation.arg(arg);
         }
         let mut conn = self.conn();
-        invocation.invoke_async(&mut conn).await
+        // `invoke_async` reloads the script once on NOSCRIPT; the cache can
+        // empty again before the retry lands (a failover, a restart, an
+        // operator's SCRIPT FLUSH), so allow a few rounds.
+        let mut rounds = 0;
+        loop {
+            match invocation.invoke_async(&mut conn).await {
+                Err(err)
+                    if rounds < 3
+                        && err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    rounds += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Adds `queue` to the registry of known queues, once per client.

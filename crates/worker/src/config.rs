@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::{self, Write as _};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -183,6 +184,11 @@ pub struct WorkerSettings {
     pub version_retry_delay: Duration,
     /// ... and goes to the DLQ after this many such returns.
     pub max_version_retries: u32,
+    /// Where the HTTP server of `/metrics`, `/healthz` and `/readyz`
+    /// listens (`"127.0.0.1:9464"`); `None` (the default) runs no server.
+    /// Port 0 picks a free port.
+    #[serde(deserialize_with = "optional_socket_addr")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Default for WorkerSettings {
@@ -202,6 +208,7 @@ impl Default for WorkerSettings {
             log_payloads: false,
             version_retry_delay: Duration::from_secs(30),
             max_version_retries: 10,
+            metrics_addr: None,
         }
     }
 }
@@ -266,6 +273,10 @@ pub struct QueueConfig {
     pub timeout: Option<Duration>,
     /// How many completed jobs are kept, and for how long.
     pub retention: RetentionConfig,
+    /// Dead-letter depth at which this queue's DLQ alert fires (a warning
+    /// in the log and `taskline_dlq_alert{queue} = 1`); `None` (the
+    /// default) means no alert. At least 1.
+    pub dlq_alert: Option<u64>,
 }
 
 impl Default for QueueConfig {
@@ -278,6 +289,7 @@ impl Default for QueueConfig {
             backoff: BackoffConfig::default(),
             timeout: None,
             retention: RetentionConfig::default(),
+            dlq_alert: None,
         }
     }
 }
@@ -520,6 +532,10 @@ impl Config {
         line(&mut out, "log_payloads", &w.log_payloads.to_string());
         line(&mut out, "version_retry_delay", &toml_duration(w.version_retry_delay));
         line(&mut out, "max_version_retries", &w.max_version_retries.to_string());
+        match w.metrics_addr {
+            Some(addr) => line(&mut out, "metrics_addr", &toml_string(&addr.to_string())),
+            None => out += "# metrics_addr is not set: no /metrics, /healthz, /readyz server\n",
+        }
 
         for (name, q) in &self.queues {
             let _ = writeln!(out, "\n[{}]", field_path(&["queues", name]));
@@ -543,6 +559,10 @@ impl Config {
             let max_age = q.retention.max_age.map_or_else(|| toml_string("none"), toml_duration);
             let retention = format!("{{ keep_last = {}, max_age = {max_age} }}", q.retention.keep_last);
             line(&mut out, "retention", &retention);
+            match q.dlq_alert {
+                Some(n) => line(&mut out, "dlq_alert", &n.to_string()),
+                None => out += "# dlq_alert is not set: no dead-letter depth alert\n",
+            }
         }
 
         for (name, h) in &self.handlers {
@@ -669,6 +689,12 @@ impl QueueConfig {
         }
         if let Some(timeout) = self.timeout {
             positive(&field(&["timeout"]), timeout)?;
+        }
+        if self.dlq_alert == Some(0) {
+            return Err(ConfigError::new(
+                field(&["dlq_alert"]),
+                "must be at least 1, got 0; leave it unset for no alert",
+            ));
         }
         Ok(())
     }
@@ -982,6 +1008,20 @@ impl<'de> Visitor<'de> for DurationVisitor {
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
         Ok(None)
     }
+}
+
+/// An optional `"ip:port"` socket address; `"none"` or unset means `None`.
+fn optional_socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text == "none" || text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        de::Error::custom(format!(
+            "invalid address {text:?}: write an IP address and a port, e.g. \"127.0.0.1:9464\", \
+             \"0.0.0.0:9464\" or \"[::1]:9464\" (host names are not accepted)"
+        ))
+    })
 }
 
 /// A jitter name with a message that lists the choices.

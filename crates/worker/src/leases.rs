@@ -13,6 +13,8 @@ use taskline::{Client, JobId, Lease};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::metrics::Metrics;
+
 /// The leases this process holds, with the token that cancels each job.
 #[derive(Debug, Default)]
 pub struct HeldLeases {
@@ -68,12 +70,19 @@ pub struct LeaseRenewer {
     leases: Arc<HeldLeases>,
     lease: Duration,
     heartbeat: Duration,
+    metrics: Metrics,
 }
 
 impl LeaseRenewer {
     /// A renewer that extends `leases` to `lease` from now every `heartbeat`.
     pub fn new(client: Client, leases: Arc<HeldLeases>, lease: Duration, heartbeat: Duration) -> Self {
-        Self { client, leases, lease, heartbeat }
+        Self { client, leases, lease, heartbeat, metrics: Metrics::disabled() }
+    }
+
+    /// Counts lost leases and Redis errors into `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Runs until `shutdown`. It must stop last among the job-related
@@ -98,9 +107,11 @@ impl LeaseRenewer {
         }
         match self.client.extend(&held, self.lease).await {
             Ok(extended) => {
+                self.metrics.redis_ok();
                 debug!(held = held.len(), lost = extended.lost.len(), "leases extended");
                 for lease in &extended.lost {
                     if self.leases.lost(lease) {
+                        self.metrics.lease_lost(lease.queue.as_str());
                         warn!(job_id = %lease.job_id, queue = %lease.queue, "lease lost; cancelling the job and discarding its outcome");
                     }
                 }
@@ -109,6 +120,7 @@ impl LeaseRenewer {
             // tries again. Past the deadline another worker may reap them:
             // at-least-once, never lost.
             Err(err) => {
+                self.metrics.redis_error("extend");
                 warn!(error = %err, held = held.len(), "could not extend leases; retrying next heartbeat")
             }
         }

@@ -30,16 +30,22 @@
 //! - `runner`: one job's run and the recording of its outcome.
 //! - [`leases`]: held leases and the [`leases::LeaseRenewer`] heartbeat.
 //! - [`reaper`]: recovery of expired leases.
+//! - [`metrics`]: the per-worker metrics registry and every metric name.
+//! - [`sampler`]: queue depths and the DLQ depth alert.
+//! - [`health`]: the `/metrics`, `/healthz` and `/readyz` HTTP server.
 //! - [`waiter`]: the blocking idle wait with its watchdog.
 //! - [`simulate`]: the built-in `simulate` handler kind.
 //! - [`logging`]: tracing setup (text or JSON).
 
 pub mod config;
 pub mod handler;
+pub mod health;
 pub mod leases;
 pub mod logging;
+pub mod metrics;
 pub mod reaper;
 mod runner;
+pub mod sampler;
 pub mod scheduler;
 pub mod simulate;
 pub mod waiter;

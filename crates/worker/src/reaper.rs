@@ -12,6 +12,8 @@ use taskline::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::metrics::Metrics;
+
 /// Expired leases recovered per script call.
 const BATCH: u32 = 100;
 
@@ -21,6 +23,7 @@ pub struct Reaper {
     queues: Vec<String>,
     interval: Duration,
     passes: std::sync::atomic::AtomicU64,
+    metrics: Metrics,
 }
 
 /// Retention is applied on every this-many reaper passes: completions trim
@@ -31,7 +34,19 @@ impl Reaper {
     /// A reaper of `queues` every `interval` (with up to 20 % jitter, so a
     /// fleet of workers started together does not reap in lockstep).
     pub fn new(client: Client, queues: Vec<String>, interval: Duration) -> Self {
-        Self { client, queues, interval, passes: std::sync::atomic::AtomicU64::new(0) }
+        Self {
+            client,
+            queues,
+            interval,
+            passes: std::sync::atomic::AtomicU64::new(0),
+            metrics: Metrics::disabled(),
+        }
+    }
+
+    /// Counts Redis errors into `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Runs until `shutdown`; the first pass runs at once, to recover what a
@@ -66,6 +81,7 @@ impl Reaper {
                         }
                     }
                     Err(err) => {
+                        self.metrics.redis_error("reap");
                         warn!(queue = %queue, error = %err, "reap failed; retrying next pass");
                         break;
                     }
@@ -75,6 +91,7 @@ impl Reaper {
                 continue;
             }
             if let Err(err) = self.client.trim_completed(queue).await {
+                self.metrics.redis_error("trim");
                 warn!(queue = %queue, error = %err, "retention trim failed; retrying next pass");
             }
         }

@@ -50,6 +50,7 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: usize, first: ClaimedJob) {
             } else {
                 info!("claimed");
             }
+            let _in_flight = shared.metrics.in_flight(&job.lease.queue);
             let started = Instant::now();
             let outcome = execute(&shared, queue, &job).await;
             record(&shared, queue, &job, outcome, started).await
@@ -153,13 +154,13 @@ async fn record(
         Outcome::Success(result) => {
             if !shared.stop_claiming.is_cancelled() && shared.scheduler.hand_over(queue) {
                 let claim = ClaimOptions { count: 1, lease: shared.lease, worker: shared.worker_id.clone() };
-                let reply = resend(shared, "complete", || {
+                let reply = resend(shared, "complete", &lease.queue, || {
                     shared.client.complete_and_claim(lease, result.as_ref(), &claim)
                 })
                 .await;
                 return match reply {
                     Some((completion, mut claim)) => {
-                        log_completion(completion, elapsed);
+                        log_completion(shared, job, completion, elapsed);
                         let successor = claim.jobs.pop();
                         if successor.is_none() {
                             shared.scheduler.unreserve(queue, 1, true);
@@ -174,9 +175,10 @@ async fn record(
             }
             // hand_over said no: the slot is already free for the claimer.
             if let Some(completion) =
-                resend(shared, "complete", || shared.client.complete(lease, result.as_ref())).await
+                resend(shared, "complete", &lease.queue, || shared.client.complete(lease, result.as_ref()))
+                    .await
             {
-                log_completion(completion, elapsed);
+                log_completion(shared, job, completion, elapsed);
             }
             return None;
         }
@@ -190,24 +192,33 @@ async fn record(
                 message: err.message.clone(),
                 retry_delay,
             };
-            match resend(shared, "fail", || shared.client.fail(lease, &failure)).await {
-                Some(FailOutcome::Retrying { .. }) => warn!(
-                    error = %err.message,
-                    kind = err.kind.as_str(),
-                    retry_in = %humantime::format_duration(Duration::from_millis(retry_delay.as_millis() as u64)),
-                    "failed; retry scheduled"
-                ),
-                Some(FailOutcome::Dead { reason, .. }) => error!(
-                    error = %err.message,
-                    kind = err.kind.as_str(),
-                    reason = %reason,
-                    "failed; moved to the dead letter queue"
-                ),
+            match resend(shared, "fail", &lease.queue, || shared.client.fail(lease, &failure)).await {
+                Some(FailOutcome::Retrying { .. }) => {
+                    shared.metrics.retried(&lease.queue, &job.name);
+                    warn!(
+                        error = %err.message,
+                        kind = err.kind.as_str(),
+                        retry_in = %humantime::format_duration(Duration::from_millis(retry_delay.as_millis() as u64)),
+                        "failed; retry scheduled"
+                    );
+                }
+                Some(FailOutcome::Dead { reason, .. }) => {
+                    shared.metrics.dead(&lease.queue, &job.name);
+                    error!(
+                        error = %err.message,
+                        kind = err.kind.as_str(),
+                        reason = %reason,
+                        "failed; moved to the dead letter queue"
+                    );
+                }
                 None => {}
             }
         }
         Outcome::Release(delay) => {
-            if let Some(released) = resend(shared, "release", || shared.client.release(lease, delay)).await {
+            if let Some(released) =
+                resend(shared, "release", &lease.queue, || shared.client.release(lease, delay)).await
+            {
+                shared.metrics.released(&lease.queue, &job.name);
                 info!(releases = released.releases, delay = ?delay, "released back to the queue");
             }
         }
@@ -219,7 +230,8 @@ async fn record(
     None
 }
 
-fn log_completion(completion: Completion, elapsed: Duration) {
+fn log_completion(shared: &Shared, job: &ClaimedJob, completion: Completion, elapsed: Duration) {
+    shared.metrics.completed(&job.lease.queue, &job.name, elapsed);
     match completion {
         Completion::Completed => info!(took_ms = elapsed.as_millis() as u64, "completed"),
         Completion::AlreadyCompleted => info!("completed (confirmed on resend)"),
@@ -229,7 +241,7 @@ fn log_completion(completion: Completion, elapsed: Duration) {
 /// Sends an outcome call until it lands. Connection errors are retried
 /// with the same lease token (safe: the scripts are idempotent per token);
 /// a lost lease or a missing job ends it with `None`.
-async fn resend<T, F, Fut>(shared: &Shared, what: &str, mut call: F) -> Option<T>
+async fn resend<T, F, Fut>(shared: &Shared, what: &'static str, queue: &str, mut call: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = taskline::Result<T>>,
@@ -237,8 +249,13 @@ where
     let mut pause = Duration::from_millis(100);
     loop {
         match call().await {
-            Ok(value) => return Some(value),
+            Ok(value) => {
+                shared.metrics.redis_ok();
+                return Some(value);
+            }
             Err(Error::LeaseLost { .. }) => {
+                shared.metrics.redis_ok();
+                shared.metrics.lease_lost(queue);
                 warn!(
                     what,
                     "lease lost before the outcome was recorded; outcome discarded (another attempt owns the job)"
@@ -252,6 +269,7 @@ where
                 return None;
             }
             Err(err) if err.is_connection_error() => {
+                shared.metrics.redis_error(what);
                 warn!(what, error = %err, retry_in = ?pause, "could not record the outcome; resending with the same lease");
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
@@ -263,6 +281,7 @@ where
                 pause = (pause * 2).min(Duration::from_secs(5));
             }
             Err(err) => {
+                shared.metrics.redis_error(what);
                 error!(what, error = %err, "could not record the outcome; the lease will expire and the job run again");
                 return None;
             }

@@ -6,7 +6,10 @@
 //!   by the [`Scheduler`], and idles on the [`Waiter`] when there is no work;
 //! - one runner task per job (`runner`);
 //! - the [`LeaseRenewer`] heartbeat;
-//! - the [`Reaper`] of expired leases.
+//! - the [`Reaper`] of expired leases;
+//! - the [`QueueSampler`] of queue depths and DLQ alerts, and the
+//!   [`HealthServer`] of `/metrics`, `/healthz` and `/readyz` (when
+//!   `metrics_addr` is set; the sampler also runs for `dlq_alert` alone).
 //!
 //! Shutdown order, and why:
 //! 1. the claimer stops, so no new job starts;
@@ -19,7 +22,10 @@
 //!    runs the jobs again;
 //! 5. the lease renewer stops only now, because until step 4 ends a job may
 //!    still need its lease;
-//! 6. the reaper stops last; it holds no state.
+//! 6. the reaper stops; it holds no state;
+//! 7. the sampler and the HTTP server stop last, after the runners, so that
+//!    `/metrics` shows the final outcomes and `/healthz` answers for as long
+//!    as the process still works.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,9 +38,12 @@ use tracing::{info, warn};
 
 use crate::config::{Config, HandlerKind};
 use crate::handler::{Handler, WithMaxVersion};
+use crate::health::HealthServer;
 use crate::leases::{HeldLeases, LeaseRenewer};
+use crate::metrics::Metrics;
 use crate::reaper::Reaper;
 use crate::runner;
+use crate::sampler::QueueSampler;
 use crate::scheduler::{QueueShare, Scheduler};
 use crate::simulate::SimulateHandler;
 use crate::waiter::{Waiter, WakeListener, Woken};
@@ -75,6 +84,14 @@ pub enum WorkerError {
     /// Redis could not be reached at start.
     #[error(transparent)]
     Client(#[from] taskline::Error),
+    /// The metrics server could not listen on `worker.metrics_addr`.
+    #[error("cannot serve metrics on {addr} (worker.metrics_addr): {source}")]
+    MetricsServer {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// Why binding failed.
+        source: std::io::Error,
+    },
 }
 
 /// A handler with its per-handler settings.
@@ -104,6 +121,8 @@ pub(crate) struct Shared {
     pub version_retry_delay: Duration,
     pub max_version_retries: u32,
     pub log_payloads: bool,
+    /// Where outcomes, Redis errors and in-flight jobs are counted.
+    pub metrics: Metrics,
     /// Cancelled at the start of shutdown: claim nothing more.
     pub stop_claiming: CancellationToken,
     /// Cancelled when running jobs must stop and be released.
@@ -225,7 +244,18 @@ impl Worker {
     ) -> Result<WorkerReport, WorkerError> {
         let worker_id = self.instance_id();
         let config = &self.config;
+        // One registry per worker, passed explicitly (see `metrics`).
+        let metrics = if config.worker.metrics_addr.is_some() { Metrics::new() } else { Metrics::disabled() };
+        let server = match config.worker.metrics_addr {
+            Some(addr) => Some(
+                HealthServer::bind(addr, metrics.clone())
+                    .await
+                    .map_err(|source| WorkerError::MetricsServer { addr, source })?,
+            ),
+            None => None,
+        };
         let client = Client::builder(&config.redis.url).options(client_options(config)).connect().await?;
+        metrics.redis_ok();
         let shares: Vec<QueueShare> = config
             .queues
             .iter()
@@ -261,6 +291,7 @@ impl Worker {
             version_retry_delay: config.worker.version_retry_delay,
             max_version_retries: config.worker.max_version_retries,
             log_payloads: config.worker.log_payloads,
+            metrics: metrics.clone(),
             stop_claiming: shutdown.child_token(),
             abort_jobs: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
@@ -270,12 +301,26 @@ impl Worker {
 
         let renewer_stop = CancellationToken::new();
         let renewer = tokio::spawn(
-            LeaseRenewer::new(client.clone(), leases.clone(), lease, heartbeat).run(renewer_stop.clone()),
+            LeaseRenewer::new(client.clone(), leases.clone(), lease, heartbeat)
+                .with_metrics(metrics.clone())
+                .run(renewer_stop.clone()),
         );
         let reaper_stop = CancellationToken::new();
         let reaper = tokio::spawn(
-            Reaper::new(client.clone(), queue_names, config.worker.reap_interval).run(reaper_stop.clone()),
+            Reaper::new(client.clone(), queue_names, config.worker.reap_interval)
+                .with_metrics(metrics.clone())
+                .run(reaper_stop.clone()),
         );
+        let observe_stop = CancellationToken::new();
+        let mut observers = Vec::new();
+        if metrics.is_enabled() || config.queues.values().any(|q| q.dlq_alert.is_some()) {
+            let queues = config.queues.iter().map(|(name, q)| (name.clone(), q.dlq_alert)).collect();
+            let sampler = QueueSampler::new(client.clone(), metrics.clone(), queues);
+            observers.push(tokio::spawn(sampler.run(observe_stop.clone())));
+        }
+        if let Some(server) = server {
+            observers.push(tokio::spawn(server.run(observe_stop.clone())));
+        }
         let runners = TaskTracker::new();
         let redis_client = redis::Client::open(config.redis.url.as_str()).map_err(taskline::Error::from)?;
         let claimer = tokio::spawn(claim_loop(shared.clone(), runners.clone(), Waiter::new(redis_client)));
@@ -307,6 +352,10 @@ impl Worker {
         let _ = renewer.await;
         reaper_stop.cancel(); // 6
         let _ = reaper.await;
+        observe_stop.cancel(); // 7
+        for observer in observers {
+            let _ = observer.await;
+        }
         info!(worker = %worker_id, "worker stopped");
         Ok(report)
     }
@@ -403,6 +452,7 @@ async fn claim_loop(shared: Arc<Shared>, runners: TaskTracker, waiter: Waiter) {
                     }
                     Woken::Timeout => {}
                     Woken::Failed => {
+                        shared.metrics.redis_error("wait");
                         trouble = backoff(trouble);
                         if sleep_or_stop(&shared, trouble).await {
                             return;
@@ -420,6 +470,7 @@ async fn claim_loop(shared: Arc<Shared>, runners: TaskTracker, waiter: Waiter) {
             let options = ClaimOptions { count, lease: shared.lease, worker: shared.worker_id.clone() };
             match shared.client.claim(&names[q], &options).await {
                 Ok(claim) => {
+                    shared.metrics.redis_ok();
                     trouble = Duration::ZERO;
                     next_due[q] = claim.next_due_in().map(|d| Instant::now() + d);
                     let got = claim.jobs.len() as u32;
@@ -429,6 +480,7 @@ async fn claim_loop(shared: Arc<Shared>, runners: TaskTracker, waiter: Waiter) {
                     }
                 }
                 Err(err) => {
+                    shared.metrics.redis_error("claim");
                     shared.scheduler.unreserve(q, count, true);
                     trouble = backoff(trouble);
                     warn!(queue = %names[q], error = %err, retry_in = ?trouble, "claim failed; backing off");

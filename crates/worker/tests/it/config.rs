@@ -628,3 +628,72 @@ fn mutations_of_the_example_never_panic() {
 fn handler_kinds_are_listed() {
     assert_eq!(HandlerKind::ALL.map(HandlerKind::as_str), ["simulate"]);
 }
+
+// ---------------------------------------------------------------------------
+// Metrics address and DLQ alert
+
+#[test]
+fn metrics_addr_and_dlq_alert_are_unset_by_default() {
+    let config = load_ok(QUEUE, &[]);
+    assert_eq!(config.worker.metrics_addr, None);
+    assert_eq!(config.queues["q"].dlq_alert, None);
+}
+
+#[test]
+fn metrics_addr_and_dlq_alert_load_from_the_file_and_the_environment() {
+    let config = load_ok("[worker]\nmetrics_addr = \"0.0.0.0:9464\"\n[queues.q]\ndlq_alert = 100\n", &[]);
+    assert_eq!(config.worker.metrics_addr, Some("0.0.0.0:9464".parse().expect("addr")));
+    assert_eq!(config.queues["q"].dlq_alert, Some(100));
+
+    let config = load_ok(
+        QUEUE,
+        &[("TASKLINE_WORKER__METRICS_ADDR", "[::1]:9100"), ("TASKLINE_QUEUES__Q__DLQ_ALERT", "5")],
+    );
+    assert_eq!(config.worker.metrics_addr, Some("[::1]:9100".parse().expect("addr")));
+    assert_eq!(config.queues["q"].dlq_alert, Some(5));
+}
+
+#[test]
+fn a_bad_metrics_addr_is_rejected() {
+    for bad in ["localhost:9464", "9464", "127.0.0.1", "127.0.0.1:99999", "http://127.0.0.1:9464"] {
+        let err = load_err(&format!("[worker]\nmetrics_addr = \"{bad}\"\n{QUEUE}"), &[]);
+        assert_eq!(err.field, "worker.metrics_addr", "{bad}: {err}");
+        assert!(err.message.contains("127.0.0.1:9464"), "the message shows the form: {err}");
+    }
+    let err = load_err(QUEUE, &[("TASKLINE_WORKER__METRICS_ADDR", "nowhere")]);
+    assert_eq!(err.field, "worker.metrics_addr", "{err}");
+    assert!(err.message.contains("TASKLINE_WORKER__METRICS_ADDR"), "{err}");
+}
+
+#[test]
+fn a_dlq_alert_of_zero_is_rejected() {
+    let err = load_err("[queues.q]\ndlq_alert = 0\n", &[]);
+    assert_eq!(err.field, "queues.q.dlq_alert", "{err}");
+    assert!(err.message.contains("at least 1"), "{err}");
+    let err = load_err("[queues.q]\ndlq_alert = -3\n", &[]);
+    assert_eq!(err.field, "queues.q.dlq_alert", "{err}");
+}
+
+#[test]
+fn metrics_addr_and_dlq_alert_survive_redaction() {
+    let config = load_ok("[worker]\nmetrics_addr = \"127.0.0.1:9464\"\n[queues.q]\ndlq_alert = 7\n", &[]);
+    let text = config.redacted();
+    assert!(text.contains("metrics_addr = \"127.0.0.1:9464\""), "{text}");
+    assert!(text.contains("dlq_alert = 7"), "{text}");
+    assert_eq!(Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}")), config);
+    let unset = load_ok(QUEUE, &[]).redacted();
+    assert!(unset.contains("# metrics_addr is not set"), "{unset}");
+    assert!(unset.contains("# dlq_alert is not set"), "{unset}");
+}
+
+#[test]
+fn the_example_file_shows_the_metrics_fields() {
+    let text = std::fs::read_to_string(example_path()).expect("read the example");
+    for field in ["metrics_addr = ", "dlq_alert = "] {
+        assert!(text.contains(field), "config/worker.toml does not show {field:?}");
+    }
+    let reference = std::fs::read_to_string(example_path().with_file_name("README.md")).expect("README");
+    for field in ["| `metrics_addr` |", "| `dlq_alert` |"] {
+        assert!(reference.contains(field), "config/README.md does not document {field:?}");
+    }
+}

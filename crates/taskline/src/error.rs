@@ -149,10 +149,13 @@ impl Error {
     }
 
     /// True when the error came from the connection (refused, dropped,
-    /// timed out) rather than from Taskline's rules: the operation's outcome
-    /// is unknown and the same call may be retried. Every outcome script is
-    /// safe to resend.
+    /// timed out) or from a server that is briefly unable to serve
+    /// (`LOADING` its data after a restart, `TRYAGAIN`, `MASTERDOWN`,
+    /// `CLUSTERDOWN`), rather than from Taskline's rules: the operation's
+    /// outcome is unknown and the same call may be retried. Every outcome
+    /// script is safe to resend.
     pub fn is_connection_error(&self) -> bool {
+        use redis::{ErrorKind, ServerErrorKind};
         match self {
             Error::Redis(e) => {
                 e.is_io_error()
@@ -160,6 +163,15 @@ impl Error {
                     || e.is_connection_refusal()
                     || e.is_timeout()
                     || e.is_unrecoverable_error()
+                    || matches!(
+                        e.kind(),
+                        ErrorKind::Server(
+                            ServerErrorKind::BusyLoading
+                                | ServerErrorKind::TryAgain
+                                | ServerErrorKind::MasterDown
+                                | ServerErrorKind::ClusterDown
+                        )
+                    )
             }
             Error::ConnectTimeout(_) => true,
             _ => false,

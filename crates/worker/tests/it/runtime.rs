@@ -1359,3 +1359,68 @@ max_version = 1
     assert_eq!(job.releases, 1);
     worker.stop().await;
 }
+
+/// Issue 4's retention check: 50,000 jobs processed with keep-last 1,000.
+/// Completions trim in batches and the worker's maintenance trims exactly,
+/// so the completed set ends at 1,000, the older job hashes are gone, and
+/// dead jobs are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_holds_completed_jobs_at_keep_last_over_50000_jobs() {
+    const JOBS: usize = 50_000;
+    const DEAD: usize = 20;
+    let server = RedisServer::start();
+    let client = connect(&server).await;
+    let q = "retained";
+    let cfg = config(
+        &server.url(),
+        "[worker]\nconcurrency = 50\nclaim_batch = 50\nreap_interval = \"200ms\"\nevents_max_len = 0\n\n\
+         [queues.retained]\nconcurrency = 50\nretention = { keep_last = 1000, max_age = \"none\" }\n",
+    );
+    let ok = handler_fn(|_ctx: JobContext, payload: Value| async move {
+        if payload["die"].as_bool().unwrap_or(false) {
+            return Err(JobError::permanent("bad input"));
+        }
+        Ok(None)
+    });
+    let mut jobs: Vec<NewJob> =
+        (0..DEAD).map(|_| NewJob::new("r", &json!({"die": true})).expect("job")).collect();
+    jobs.extend((0..JOBS).map(|i| NewJob::new("r", &json!({ "i": i })).expect("job")));
+    client.enqueue_bulk(q, jobs).await.expect("enqueue");
+    let worker = RunningWorker::start(Worker::builder(cfg).handler(q, "r", ok));
+    drained(&client, q, Duration::from_secs(120)).await;
+    let mut conn = server.connection().await;
+    let meta = format!("taskline:{{{q}}}:meta");
+    let completed_total: u64 =
+        redis::cmd("HGET").arg(&meta).arg("completed").query_async(&mut conn).await.expect("hget");
+    assert_eq!(completed_total, JOBS as u64, "every job completed once");
+    // The maintenance trim runs every 4th reaper pass (200 ms apart).
+    eventually("the completed set back at keep_last", Duration::from_secs(10), || {
+        let client = client.clone();
+        async move { client.counts(q).await.expect("counts").completed == 1_000 }
+    })
+    .await;
+    worker.stop().await;
+
+    let counts = client.counts(q).await.expect("counts");
+    assert_eq!((counts.completed, counts.dead, counts.ready, counts.active), (1_000, DEAD as u64, 0, 0));
+    let mut job_hashes = 0usize;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("taskline:{{{q}}}:job:*"))
+            .arg("COUNT")
+            .arg(5_000)
+            .query_async(&mut conn)
+            .await
+            .expect("scan");
+        job_hashes += keys.len();
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    assert_eq!(job_hashes, 1_000 + DEAD, "only the kept completed jobs and the dead ones keep a hash");
+    assert_sound(&client, q).await;
+}

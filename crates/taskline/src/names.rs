@@ -52,20 +52,21 @@ impl fmt::Display for QueueName {
 
 /// Checks a job name: 1 to 200 bytes, no whitespace or control characters.
 pub(crate) fn validate_job_name(name: &str) -> Result<()> {
-    plain_text_problem(name, MAX_JOB_NAME_LEN)
+    plain_name_problem(name, MAX_JOB_NAME_LEN)
         .map_or(Ok(()), |reason| Err(Error::InvalidJobName { name: name.to_string(), reason }))
 }
 
 /// Checks a caller-chosen job id: 1 to 200 bytes, no whitespace or control
 /// characters.
 pub(crate) fn validate_job_id(id: &str) -> Result<()> {
-    plain_text_problem(id, MAX_JOB_ID_LEN)
+    plain_name_problem(id, MAX_JOB_ID_LEN)
         .map_or(Ok(()), |reason| Err(Error::InvalidJobId { id: id.to_string(), reason }))
 }
 
 /// What is wrong with `text` as a name of at most `max` bytes without
-/// whitespace or control characters, if anything.
-fn plain_text_problem(text: &str, max: usize) -> Option<String> {
+/// whitespace or control characters, if anything (shared with the worker's
+/// configuration checks, so names are judged alike everywhere).
+pub fn plain_name_problem(text: &str, max: usize) -> Option<String> {
     if text.is_empty() {
         Some("it is empty".to_string())
     } else if text.len() > max {

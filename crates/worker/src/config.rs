@@ -25,6 +25,7 @@ use std::time::Duration;
 use config::Source as _;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
+use taskline::names::plain_name_problem;
 use taskline::{Backoff, Jitter, QueueName, Retention};
 
 /// Prefix of environment variables that override configuration fields.
@@ -740,20 +741,6 @@ fn positive(field: &str, value: Duration) -> Result<(), ConfigError> {
         return Err(ConfigError::new(field, "must be longer than zero, e.g. \"1s\""));
     }
     Ok(())
-}
-
-/// What is wrong with `text` as a name of at most `max` bytes without
-/// whitespace or control characters, if anything.
-fn plain_name_problem(text: &str, max: usize) -> Option<String> {
-    if text.is_empty() {
-        Some("it is empty".into())
-    } else if text.len() > max {
-        Some(format!("it is {} bytes long, the limit is {max}", text.len()))
-    } else {
-        text.chars()
-            .find(|c| c.is_whitespace() || c.is_control())
-            .map(|c| format!("it contains {c:?}; whitespace and control characters are not allowed"))
-    }
 }
 
 // ---------------------------------------------------------------------------

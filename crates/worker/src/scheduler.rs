@@ -147,12 +147,6 @@ impl Scheduler {
         }
     }
 
-    /// True when at least one slot is free (whatever the empty marks).
-    pub fn has_room(&self) -> bool {
-        let state = self.lock();
-        state.in_flight < state.total && state.queues.iter().any(|q| q.in_flight < q.share.concurrency)
-    }
-
     /// Jobs running (or reserved) now, in all and per queue index.
     pub fn in_flight(&self) -> (u32, Vec<u32>) {
         let state = self.lock();
@@ -275,9 +269,11 @@ mod tests {
         assert!(per_queue[0] <= 3 && per_queue[1] <= 50);
         assert_eq!(picks.iter().map(|(_, n)| n).sum::<u32>(), 5);
         assert!(s.reserve(1).is_empty(), "no slot left");
-        assert!(!s.has_room());
         s.finish(0);
-        assert!(s.has_room());
+        assert_eq!(s.reserve(1).len(), 1, "the freed slot can be reserved again");
+        let (total, per_queue) = s.in_flight();
+        assert_eq!(total, 5);
+        assert!(per_queue[0] <= 3);
     }
 
     #[test]
@@ -288,7 +284,8 @@ mod tests {
         assert_eq!(s.in_flight().0, 0, "a refused hand-over frees the slot");
         let (second, _) = s.reserve(1)[0];
         assert_eq!(second, 1 - first);
-        assert!(s.hand_over(second) || s.in_flight().0 == 0);
+        assert!(!s.hand_over(second), "the next slot goes back to the first queue");
+        assert_eq!(s.in_flight().0, 0);
     }
 
     #[test]

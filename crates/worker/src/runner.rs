@@ -61,7 +61,7 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: usize, first: ClaimedJob) {
 }
 
 async fn execute(shared: &Shared, queue: usize, job: &ClaimedJob) -> Outcome {
-    let Some(registered) = shared.handlers.get(&(queue, job.name.clone())) else {
+    let Some(registered) = shared.handlers[queue].get(&job.name) else {
         return Outcome::Failed(
             JobError::permanent(format!(
                 "no handler for job name {:?} on queue {:?}; register one, or enqueue it to a queue whose workers handle it",

@@ -113,7 +113,7 @@ pub(crate) struct Shared {
     pub scheduler: Scheduler,
     pub leases: Arc<HeldLeases>,
     pub queues: Vec<QueueRuntime>,
-    pub handlers: HashMap<(usize, String), Registered>,
+    pub handlers: Vec<HashMap<String, Registered>>,
     pub worker_id: String,
     pub lease: Duration,
     pub claim_batch: u32,
@@ -194,12 +194,15 @@ impl WorkerBuilder {
             });
         }
         let queue_names: Vec<String> = config.queues.keys().cloned().collect();
-        let mut registry = HashMap::new();
+        // By queue index, then job name: the runner looks a handler up per
+        // job without building a key.
+        let mut registry: Vec<HashMap<String, Registered>> =
+            queue_names.iter().map(|_| HashMap::new()).collect();
         for PendingHandler { queue, name, handler, timeout } in handlers {
             let Some(index) = queue_names.iter().position(|q| *q == queue) else {
                 return Err(WorkerError::UnknownQueue { queue, name });
             };
-            if registry.insert((index, name.clone()), Registered { handler, timeout }).is_some() {
+            if registry[index].insert(name.clone(), Registered { handler, timeout }).is_some() {
                 return Err(WorkerError::DuplicateHandler { queue, name });
             }
         }
@@ -211,7 +214,7 @@ impl WorkerBuilder {
 /// [`Worker::run`].
 pub struct Worker {
     config: Config,
-    handlers: HashMap<(usize, String), Registered>,
+    handlers: Vec<HashMap<String, Registered>>,
 }
 
 /// What a worker did before it stopped.

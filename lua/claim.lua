@@ -6,7 +6,8 @@
   attempt + 1, a fresh lease token, and an entry in `active` scored by its
   lease deadline. `active` is the one source of truth for in-flight work.
 
-  KEYS[1] meta      hash    `paused` = '1' stops leasing
+  KEYS[1] meta      hash    `paused` = '1' stops leasing; flow-control
+                            settings (includes/flow)
   KEYS[2] delayed   zset    due time (ms) per job id
   KEYS[3] active    zset    lease deadline (ms) per job id
   KEYS[4] levels    zset    non-empty priority levels
@@ -21,13 +22,16 @@
   ARGV[6] worker         worker instance id
   ARGV[7] promote_limit  most due delayed jobs promoted in this call
 
-  Reply: see includes/claim_jobs: {paused, next_due_ms, now_ms, n, records...}.
+  Reply: see includes/claim_jobs: {paused, next_due_ms, now_ms, n, limit,
+  records...}.
   Errors: none.
 ]]
 -- @include "clock"
 -- @include "fields"
 -- @include "events"
 -- @include "ready"
+-- @include "flow"
+-- @include "groups"
 -- @include "claim_jobs"
 local k = {meta = KEYS[1], delayed = KEYS[2], active = KEYS[3], levels = KEYS[4], events = KEYS[5]}
 local prefix = ARGV[1]

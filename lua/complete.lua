@@ -20,7 +20,8 @@
   a resend gets JOB_NOT_FOUND: the job is finished, nothing is left to
   record.
 
-  KEYS[1] meta       hash    counter `completed` += 1; `paused`
+  KEYS[1] meta       hash    counter `completed` += 1; `paused` and the
+                             flow-control settings (includes/flow)
   KEYS[2] delayed    zset    (for the claim part)
   KEYS[3] active     zset    lease deadlines
   KEYS[4] levels     zset    non-empty priority levels (claim part)
@@ -41,9 +42,9 @@
   ARGV[11] worker         }
   ARGV[12] promote_limit  }
 
-  Reply: {status, paused, next_due_ms, now_ms, n, records...}: status
-  'completed' or 'already' (a resend); the rest is the claim reply of
-  includes/claim_jobs ({0, -1, now_ms, 0} when count = 0). A resent
+  Reply: {status, paused, next_due_ms, now_ms, n, limit, records...}:
+  status 'completed' or 'already' (a resend); the rest is the claim reply
+  of includes/claim_jobs ({0, -1, now_ms, 0, ''} when count = 0). A resent
   complete-and-claim leases nothing new: it returns the jobs the first call
   leased that are still held under its tokens (recorded in the completed
   job's `next_claim` field), so a lost reply strands no job.
@@ -54,6 +55,8 @@
 -- @include "fields"
 -- @include "events"
 -- @include "ready"
+-- @include "flow"
+-- @include "groups"
 -- @include "fence"
 -- @include "finish"
 -- @include "claim_jobs"
@@ -95,7 +98,7 @@ local function remove_completed(ids)
 end
 
 local CLAIM_RECORD = 15
-local claimed = {0, -1, now, 0}
+local claimed = {0, -1, now, 0, ''}
 if status == 'ok' then
   status = 'completed'
   -- Lease the successors first, so that the completion is one HSET that
@@ -111,7 +114,7 @@ if status == 'ok' then
   end
   if claimed[4] > 0 and keep_last ~= 0 then
     local handed = {ARGV[10]}
-    for i = 1, claimed[4] do handed[#handed + 1] = claimed[5 + (i - 1) * CLAIM_RECORD] end
+    for i = 1, claimed[4] do handed[#handed + 1] = claimed[6 + (i - 1) * CLAIM_RECORD] end
     fields[#fields + 1] = 'next_claim'
     fields[#fields + 1] = table.concat(handed, ' ')
   end
@@ -119,6 +122,12 @@ if status == 'ok' then
   redis.call('HSET', job_key, unpack(fields))
   local completions = redis.call('HINCRBY', k.meta, 'completed', 1)
   release_unique(prefix, id, job)
+  group_leave(prefix, k.levels, job.group)
+  if claimed[4] < count or count == 0 then
+    -- This job's slot is not refilled by the claim part: let a worker held
+    -- back by global concurrency take it.
+    unblock(prefix)
+  end
   emit(k.events, cap, 'completed', id, job.name, job.attempt, job.correlation_id, nil)
   if keep_last == 0 then
     redis.call('DEL', job_key)

@@ -10,16 +10,18 @@
 
   ARGV[1] prefix  the queue's key prefix (see enqueue.lua)
 
-  Reply: {ready, delayed, active, completed, dead, paused (0|1)}.
+  Reply: {ready, delayed, active, completed, dead, paused (0|1)}; ready
+  includes jobs of mutex groups waiting for a slot (includes/groups).
   Errors: none.
 ]]
 -- @include "ready"
+-- @include "groups"
 local meta_key, levels_key = KEYS[1], KEYS[2]
 local prefix = ARGV[1]
 local paused = 0
 if redis.call('HGET', meta_key, 'paused') == '1' then paused = 1 end
 return {
-  ready_count(prefix, levels_key),
+  ready_count(prefix, levels_key) + group_waiting_count(prefix),
   redis.call('ZCARD', KEYS[3]),
   redis.call('ZCARD', KEYS[4]),
   redis.call('ZCARD', KEYS[5]),

@@ -9,7 +9,8 @@
   state (a stray duplicate entry; the job lives where its state says) is
   only dropped from the ready list, and counted as skipped. The client calls
   this script until it reports nothing more, so no single call holds Redis
-  for long.
+  for long. A drained job of a mutex group hands its slot to the group's
+  next waiting job (includes/groups), which a later batch drains in turn.
 
   KEYS[1] meta    hash    counter `drained` += jobs deleted
   KEYS[2] levels  zset    non-empty priority levels (see includes/ready)
@@ -27,6 +28,7 @@
 -- @include "fields"
 -- @include "events"
 -- @include "ready"
+-- @include "groups"
 -- @include "finish"
 local meta_key, levels_key, events_key = KEYS[1], KEYS[2], KEYS[3]
 local prefix = ARGV[1]
@@ -37,8 +39,11 @@ local drained, skipped = 0, 0
 for _, id in ipairs(pop_ready(prefix, levels_key, batch)) do
   local job_key = prefix .. 'job:' .. id
   local f = redis.call('HMGET', job_key, 'state', 'name', 'attempt', 'correlation_id',
-    'unique_key', 'unique_mode')
+    'unique_key', 'unique_mode', 'group')
   if f[1] == 'ready' then
+    -- Its mutex group slot passes to the group's next job, which a later
+    -- batch drains in turn.
+    group_leave(prefix, levels_key, f[7])
     release_unique(prefix, id, {unique_key = f[5], unique_mode = f[6]})
     redis.call('DEL', job_key)
     emit(events_key, cap, 'drained', id, f[2], f[3] or 0, f[4], nil)

@@ -16,7 +16,7 @@
                     so share the queue's hash slot
   ARGV[2] cap       events stream bound (0 = no events)
   ARGV[3] n         number of jobs that follow
-  then n groups of 14 values, one group per job:
+  then n groups of 16 values, one group per job:
     id              job id (string, caller-chosen or UUIDv7)
     name            job name, routes to a handler
     payload         JSON text
@@ -33,6 +33,8 @@
     unique_mode     'until_finished' (released when the job completes or
                     dies) or 'ttl' (held until it expires)
     correlation_id  "" or the caller's correlation id
+    group           "" or a mutex group key (see includes/groups)
+    group_max       most jobs of the group active at once (>= 1)
 
   Reply: flat list of n pairs {status, id}: status 'created' (id = the new
   job), 'duplicate_id' (a job with this id exists) or 'duplicate_unique'
@@ -42,6 +44,7 @@
 -- @include "clock"
 -- @include "events"
 -- @include "ready"
+-- @include "groups"
 local meta_key = KEYS[1]
 local delayed_key = KEYS[2]
 local levels_key = KEYS[3]
@@ -49,7 +52,7 @@ local events_key = KEYS[4]
 local prefix = ARGV[1]
 local cap = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
-local STRIDE = 14
+local STRIDE = 16
 
 local now = now_ms()
 local reply = {}
@@ -63,6 +66,7 @@ for j = 0, n - 1 do
   local timeout_ms, backoff = ARGV[a + 9], ARGV[a + 10]
   local unique_key, unique_ttl_ms, unique_mode = ARGV[a + 11], tonumber(ARGV[a + 12]), ARGV[a + 13]
   local correlation_id = ARGV[a + 14]
+  local group, group_max = ARGV[a + 15], ARGV[a + 16]
   local job_key = prefix .. 'job:' .. id
 
   local holder = nil
@@ -83,15 +87,22 @@ for j = 0, n - 1 do
     if run_at_ms > 0 then due = run_at_ms end
     local state = 'ready'
     if due > now then state = 'delayed' end
-    redis.call('HSET', job_key, 'id', id, 'name', name, 'payload', payload,
+    local fields = {'id', id, 'name', name, 'payload', payload,
       'version', version, 'priority', priority, 'max_attempts', max_attempts,
       'timeout_ms', timeout_ms, 'backoff', backoff, 'unique_key', unique_key,
       'unique_mode', unique_mode, 'correlation_id', correlation_id,
-      'state', state, 'attempt', 0, 'created_at', now, 'due_at', due)
+      'state', state, 'attempt', 0, 'created_at', now, 'due_at', due}
+    if group ~= '' then
+      fields[#fields + 1] = 'group'
+      fields[#fields + 1] = group
+      fields[#fields + 1] = 'group_max'
+      fields[#fields + 1] = group_max
+    end
+    redis.call('HSET', job_key, unpack(fields))
     if state == 'delayed' then
       schedule(prefix, delayed_key, id, due)
     else
-      push_ready(prefix, levels_key, id, priority, false)
+      make_ready(prefix, levels_key, id, priority, group, group_max)
     end
     created = created + 1
     emit(events_key, cap, 'enqueued', id, name, 0, correlation_id, {'state', state})

@@ -15,6 +15,8 @@
   KEYS[3] delayed  zset    due time (ms) per job id
   KEYS[4] dead     zset    time of death (ms) per job id; never trimmed
   KEYS[5] events   stream  lifecycle events
+  KEYS[6] levels   zset    non-empty priority levels (a mutex group's next
+                           job may become ready: includes/groups)
 
   ARGV[1] prefix          the queue's key prefix (see enqueue.lua)
   ARGV[2] cap             events stream bound (0 = no events)
@@ -38,10 +40,12 @@
 -- @include "fields"
 -- @include "events"
 -- @include "ready"
+-- @include "flow"
+-- @include "groups"
 -- @include "fence"
 -- @include "finish"
-local meta_key, active_key, delayed_key, dead_key, events_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local meta_key, active_key, delayed_key, dead_key, events_key, levels_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local prefix = ARGV[1]
 local cap = tonumber(ARGV[2])
 local id, token, kind, reason, message = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
@@ -60,6 +64,8 @@ end
 
 local now = now_ms()
 redis.call('ZREM', active_key, id)
+group_leave(prefix, levels_key, job.group)
+unblock(prefix)
 record_error(job_key, {attempt = job.attempt, kind = kind, message = message,
   worker = job.worker or '', at = now})
 

@@ -30,6 +30,8 @@
 -- @include "fields"
 -- @include "events"
 -- @include "ready"
+-- @include "flow"
+-- @include "groups"
 -- @include "finish"
 local meta_key, active_key, delayed_key, dead_key, levels_key, events_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -46,14 +48,18 @@ for _, id in ipairs(expired) do
   local job_key = prefix .. 'job:' .. id
   redis.call('ZREM', active_key, id)
   local f = redis.call('HMGET', job_key, 'state', 'attempt', 'max_attempts', 'name',
-    'correlation_id', 'priority', 'unique_key', 'unique_mode', 'worker')
+    'correlation_id', 'priority', 'unique_key', 'unique_mode', 'worker', 'group')
   if f[1] == 'active' then
     local job = {attempt = tonumber(f[2]) or 0, max_attempts = tonumber(f[3]) or 0,
       name = f[4], correlation_id = f[5], priority = f[6] or '0', unique_key = f[7],
-      unique_mode = f[8], worker = f[9]}
+      unique_mode = f[8], worker = f[9], group = f[10]}
     record_error(job_key, {attempt = job.attempt, kind = 'transient',
       message = 'lease expired', worker = job.worker or '', at = now})
     if job.max_attempts < 1 then job.max_attempts = default_max_attempts end
+    if job.attempt >= job.max_attempts or retry_delay_ms > 0 then
+      -- Leaving ready-or-active: the mutex group slot goes to the next job.
+      group_leave(prefix, levels_key, job.group)
+    end
     if job.attempt >= job.max_attempts then
       bury(prefix, meta_key, dead_key, events_key, id, job, now, 'attempts_exhausted',
         'expired', cap)
@@ -64,6 +70,7 @@ for _, id in ipairs(expired) do
         schedule(prefix, delayed_key, id, now + retry_delay_ms)
         redis.call('HSET', job_key, 'state', 'delayed', 'due_at', now + retry_delay_ms)
       else
+        -- Straight back to the front, keeping its mutex group slot.
         redis.call('HSET', job_key, 'state', 'ready')
         push_ready(prefix, levels_key, id, job.priority, true)
       end
@@ -79,5 +86,8 @@ for _, id in ipairs(expired) do
     emit(events_key, cap, 'orphan', id, f[4] or '', 0, '', {'from', 'active'})
   end
 end
-if #expired > 0 then redis.call('HINCRBY', meta_key, 'reaped', #expired) end
+if #expired > 0 then
+  redis.call('HINCRBY', meta_key, 'reaped', #expired)
+  unblock(prefix)
+end
 return reply

@@ -24,6 +24,7 @@
 -- @include "fields"
 -- @include "events"
 -- @include "ready"
+-- @include "groups"
 local meta_key, dead_key, levels_key, events_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix = ARGV[1]
 local cap = tonumber(ARGV[2])
@@ -34,13 +35,13 @@ for i = 3, #ARGV do
   local id = ARGV[i]
   local job_key = prefix .. 'job:' .. id
   local f = redis.call('HMGET', job_key, 'state', 'priority', 'dead_reason', 'name',
-    'correlation_id')
+    'correlation_id', 'group', 'group_max')
   if f[1] == 'dead' and redis.call('ZREM', dead_key, id) == 1 then
     redis.call('HSET', job_key, 'state', 'ready', 'attempt', 0, 'outcome', '',
       'last_dead_reason', f[3] or '', 'replayed_at', now)
     redis.call('HDEL', job_key, 'dead_reason', 'died_at', 'finished_at')
     bump(job_key, 'replays', 1)
-    push_ready(prefix, levels_key, id, f[2] or '0', false)
+    make_ready(prefix, levels_key, id, f[2] or '0', f[6], f[7])
     emit(events_key, cap, 'replayed', id, f[4], 0, f[5], nil)
     reply[1] = reply[1] + 1
   else

@@ -20,7 +20,8 @@
                    adds a wake token (see below)
   Reply: {paused (0|1), next_due_ms (-1 when no delayed job), now_ms (the
           server clock, so a worker can sleep until next_due without
-          trusting its own clock), n, then n records of 15 values each}:
+          trusting its own clock), n, limit, then n records of 15 values
+          each}:
           id, lease_token, attempt, lease_deadline_ms, name, payload,
           version, max_attempts, timeout_ms, backoff, correlation_id,
           checkpoint, created_at, priority, releases
@@ -29,6 +30,11 @@
   A paused queue leases nothing (promotion still runs, so delayed jobs
   reach ready on time). An id whose job hash is missing is dropped with an
   'orphan' event: it has no job to run.
+  Flow control (includes/flow) may lease fewer than `count`: `limit` names
+  the limit that bound ('rate', 'concurrency', 'hold'; '' when none did).
+  When the rate log is full or the queue is held, next_due_ms is moved up
+  to the time the next start is allowed, so the worker sleeps until then
+  instead of polling.
 ]]
 -- Promotes due delayed jobs. Returns the earliest due time when nothing
 -- was due (so the caller needs no second look), or nil after promoting.
@@ -39,11 +45,11 @@ local function promote_due(prefix, k, now, limit, cap)
   local due = redis.call('ZRANGEBYSCORE', k.delayed, '-inf', now, 'LIMIT', 0, limit)
   for _, id in ipairs(due) do
     local job_key = prefix .. 'job:' .. id
-    local level = redis.call('HGET', job_key, 'priority')
+    local f = redis.call('HMGET', job_key, 'priority', 'group', 'group_max')
     redis.call('ZREM', k.delayed, id)
-    if level then
+    if f[1] then
       redis.call('HSET', job_key, 'state', 'ready')
-      push_ready(prefix, k.levels, id, level, false)
+      make_ready(prefix, k.levels, id, f[1], f[2], f[3])
     else
       emit(k.events, cap, 'orphan', id, '', 0, '', {'from', 'delayed'})
     end
@@ -78,22 +84,28 @@ end
 
 local function claim_jobs(prefix, k, now, count, lease_ms, token_prefix, worker, promote_limit, cap, cascade)
   local next_due = promote_due(prefix, k, now, promote_limit, cap) or next_due_ms(k.delayed)
-  if redis.call('HGET', k.meta, 'paused') == '1' then
-    return {1, next_due, now, 0}
+  local flow = read_flow(k.meta)
+  if flow.paused then
+    return {1, next_due, now, 0, 'paused'}
   end
-  local reply = {0, 0, now, 0}
+  local reply = {0, 0, now, 0, ''}
+  local wanted = count
+  local allowed, limit = admit(prefix, k, flow, now, count)
+  count = allowed
   local deadline = now + lease_ms
   local n = 0
+  local tokens = {}
   -- Orphans (ids without a job hash) do not use up the count: pop again
   -- for the shortfall, a bounded number of times.
   for _ = 1, 4 do
-    local ids = pop_ready(prefix, k.levels, count - n)
+    local ids = pop_ready(prefix, k.levels, count - n, flow.share_every, k.meta)
     for _, id in ipairs(ids) do
       local job_key = prefix .. 'job:' .. id
       local f = read_record_fields(job_key)
       if f[12] then
         n = n + 1
         local token = token_prefix .. '.' .. n
+        tokens[n] = token
         -- Garbage in `attempt` reads as 0: a claim must not fail half-way.
         local attempt = (tonumber(f[13]) or 0) + 1
         redis.call('HSET', job_key, 'state', 'active', 'attempt', attempt, 'lease_token', token,
@@ -107,12 +119,23 @@ local function claim_jobs(prefix, k, now, count, lease_ms, token_prefix, worker,
     end
     if n >= count or #ids == 0 then break end
   end
-  if cascade and count > 0 and n == count and redis.call('ZCARD', k.levels) > 0 then
+  local wait_until = note_starts(prefix, flow, now, tokens)
+  if limit == 'hold' then
+    wait_until = flow.hold_until
+  elseif limit == 'rate' and n == 0 then
+    wait_until = rate_wait(prefix, flow)
+  elseif limit == 'concurrency' and n == count and redis.call('ZCARD', k.levels) > 0 then
+    -- Held back with work waiting: the next attempt to end wakes a worker.
+    redis.call('SET', prefix .. 'blocked', '1', 'PX', BLOCKED_MARKER_MS)
+  end
+  if wait_until and (next_due < 0 or wait_until < next_due) then next_due = wait_until end
+  if cascade and count > 0 and count == wanted and n == count and redis.call('ZCARD', k.levels) > 0 then
     -- Work is left behind: wake another idle worker to take it. Only plain
     -- claims cascade; a worker completing-and-claiming is busy already.
     signal_ready(prefix)
   end
   reply[2] = next_due
   reply[4] = n
+  reply[5] = limit
   return reply
 end

@@ -9,7 +9,7 @@
                       change nothing.
     job               table of the fields read: state, attempt,
                       max_attempts, name, correlation_id, priority,
-                      unique_key, unique_mode, outcome, worker.
+                      unique_key, unique_mode, outcome, worker, group.
   Raises JOB_NOT_FOUND when the job hash does not exist and LEASE_LOST for
   any other token or state; nothing has been written when it raises.
   A job completed with retention keep_last = 0 has no hash, only a
@@ -19,7 +19,7 @@
 local function fence(job_key, id, token, outcomes)
   local f = redis.call('HMGET', job_key, 'state', 'lease_token', 'outcome',
     'attempt', 'max_attempts', 'name', 'correlation_id', 'priority',
-    'unique_key', 'unique_mode', 'worker')
+    'unique_key', 'unique_mode', 'worker', 'group')
   if not f[1] then
     local done_by = redis.call('GET', string.sub(job_key, 1, -#id - 5) .. 'done:' .. id)
     if done_by and done_by == token then
@@ -30,7 +30,7 @@ local function fence(job_key, id, token, outcomes)
   end
   local job = {state = f[1], outcome = f[3], attempt = tonumber(f[4]) or 0,
     max_attempts = tonumber(f[5]) or 0, name = f[6], correlation_id = f[7],
-    priority = f[8] or '0', unique_key = f[9], unique_mode = f[10], worker = f[11]}
+    priority = f[8] or '0', unique_key = f[9], unique_mode = f[10], worker = f[11], group = f[12]}
   if f[2] == token then
     if f[1] == 'active' then return 'ok', job end
     if outcomes[f[3]] then return 'already', job end

@@ -24,8 +24,13 @@
     Adds a job to the delayed zset. When it becomes the earliest due job,
     a wake token lets an idle worker (asleep until the old earliest) re-plan,
     so delayed jobs start on time without polling.
-  pop_ready(prefix, levels_key, count) -> list of at most count ids,
-    highest level first, FIFO within a level.
+  pop_ready(prefix, levels_key, count, share_every, meta_key) -> list of at
+    most count ids, highest level first, FIFO within a level. With
+    share_every > 0 and several levels holding jobs, each lower level gets
+    one job in every run of share_every (its minimum share, so sustained
+    high-priority load cannot starve it); the position in that run is the
+    counter `served` in meta_key. share_every = 0 (or nil) is strict
+    priority and costs nothing extra.
   ready_count(prefix, levels_key) -> total ids in all ready lists.
 ]]
 local WAKE_TOKENS = 4
@@ -58,10 +63,45 @@ local function schedule(prefix, delayed_key, id, due)
   end
 end
 
-local function pop_ready(prefix, levels_key, count)
+-- Pops one id from `levels[i]`'s list; drops a level found empty (from
+-- the zset and from `levels`). Returns the id, or nil if the list was empty.
+local function pop_one(prefix, levels_key, levels, i)
+  local id = redis.call('RPOP', prefix .. 'ready:' .. levels[i])
+  if not id then
+    redis.call('ZREM', levels_key, levels[i])
+    table.remove(levels, i)
+  end
+  return id
+end
+
+-- pop_ready with minimum shares for the lower levels (see the header).
+local function pop_shared(prefix, levels_key, levels, count, share_every, meta_key)
+  local ids = {}
+  local served = tonumber(redis.call('HGET', meta_key, 'served')) or 0
+  while #ids < count and #levels > 0 do
+    -- The last #levels - 1 turns of each run go to the lower levels, one
+    -- each, so a short burst still starts with the highest level.
+    local lower_turn = (served + #ids) % share_every - (share_every - (#levels - 1))
+    local id = nil
+    if lower_turn >= 0 then
+      id = pop_one(prefix, levels_key, levels, lower_turn + 2)
+    end
+    while not id and #levels > 0 do
+      id = pop_one(prefix, levels_key, levels, 1)
+    end
+    if id then ids[#ids + 1] = id end
+  end
+  if #ids > 0 then redis.call('HSET', meta_key, 'served', (served + #ids) % share_every) end
+  return ids
+end
+
+local function pop_ready(prefix, levels_key, count, share_every, meta_key)
   local ids = {}
   if count <= 0 then return ids end
   local levels = redis.call('ZREVRANGE', levels_key, 0, -1)
+  if share_every and share_every > 0 and #levels > 1 then
+    return pop_shared(prefix, levels_key, levels, count, share_every, meta_key)
+  end
   for _, level in ipairs(levels) do
     local need = count - #ids
     if need <= 0 then break end

@@ -54,6 +54,17 @@ pub enum Violation {
         /// The level.
         level: String,
     },
+    /// A mutex group's slot count disagrees with its jobs in the ready
+    /// lists and `active` (see `lua/includes/groups.lua`): too high holds
+    /// the group's waiting jobs back, too low lets too many run.
+    GroupSlots {
+        /// The group key.
+        group: String,
+        /// Slots recorded in `groups`.
+        recorded: u64,
+        /// Jobs of the group in the ready lists or active.
+        holders: u64,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -72,6 +83,10 @@ impl fmt::Display for Violation {
             Violation::HiddenReadyLevel { level } => {
                 write!(f, "ready list of level {level} holds jobs but the level is not in `levels`")
             }
+            Violation::GroupSlots { group, recorded, holders } => write!(
+                f,
+                "mutex group {group:?} records {recorded} slots but {holders} of its jobs are ready or active"
+            ),
         }
     }
 }
@@ -113,6 +128,17 @@ impl Client {
                 places.entry(id).or_default().push("ready".into());
             }
         }
+        // Mutex group jobs waiting for a slot are ready too, in their
+        // group's own list; they hold no slot.
+        let mut waiting = BTreeSet::new();
+        for list_key in scan(&mut conn, &format!("{}gwait:*", keys.prefix())).await? {
+            let ids: Vec<String> =
+                redis::cmd("LRANGE").arg(&list_key).arg(0).arg(-1).query_async(&mut conn).await?;
+            for id in ids {
+                waiting.insert(id.clone());
+                places.entry(id).or_default().push("ready".into());
+            }
+        }
         for (place, key) in zset_places(&keys) {
             let ids: Vec<String> =
                 redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).query_async(&mut conn).await?;
@@ -123,12 +149,19 @@ impl Client {
 
         let job_prefix = keys.job("");
         let mut hashed = BTreeSet::new();
+        let mut group_holders: BTreeMap<String, u64> = BTreeMap::new();
         for job_key in scan(&mut conn, &format!("{job_prefix}*")).await? {
             let id = job_key[job_prefix.len()..].to_string();
-            let state: Option<String> =
-                redis::cmd("HGET").arg(&job_key).arg("state").query_async(&mut conn).await?;
+            let (state, group): (Option<String>, Option<String>) =
+                redis::cmd("HMGET").arg(&job_key).arg("state").arg("group").query_async(&mut conn).await?;
             let state = state.unwrap_or_default();
             report.jobs += 1;
+            if let Some(group) = group.filter(|g| !g.is_empty())
+                && (state == "ready" || state == "active")
+                && !waiting.contains(&id)
+            {
+                *group_holders.entry(group).or_default() += 1;
+            }
             match places.get(&id).map(Vec::as_slice) {
                 None | Some([]) => report.violations.push(Violation::Unlisted { id: id.clone(), state }),
                 Some([place]) if *place != state => report.violations.push(Violation::StateMismatch {
@@ -148,6 +181,16 @@ impl Client {
                 for place in found {
                     report.violations.push(Violation::MissingHash { id: id.clone(), place });
                 }
+            }
+        }
+        let recorded: BTreeMap<String, u64> =
+            redis::cmd("HGETALL").arg(format!("{}groups", keys.prefix())).query_async(&mut conn).await?;
+        let groups: BTreeSet<&String> = recorded.keys().chain(group_holders.keys()).collect();
+        for group in groups {
+            let (recorded, holders) =
+                (recorded.get(group).copied().unwrap_or(0), group_holders.get(group).copied().unwrap_or(0));
+            if recorded != holders {
+                report.violations.push(Violation::GroupSlots { group: group.clone(), recorded, holders });
             }
         }
         Ok(report)

@@ -145,6 +145,31 @@ pub struct EnqueueOptions {
     /// Payload schema version, so workers can handle jobs enqueued by older
     /// or newer code during a deploy. Defaults to 0.
     pub version: u32,
+    /// Mutex group: at most [`Group::limit`] jobs of the group run at once
+    /// across all workers; jobs of other groups flow past a busy one.
+    pub group: Option<Group>,
+}
+
+/// A mutex group key (say `account:42`) and how many of its jobs may run
+/// at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// The group key.
+    pub key: String,
+    /// Most jobs of the group active at once across all workers (>= 1).
+    pub limit: u32,
+}
+
+impl Group {
+    /// A group that runs one job at a time.
+    pub fn new(key: impl Into<String>) -> Self {
+        Self { key: key.into(), limit: 1 }
+    }
+
+    /// A group that runs up to `limit` jobs at a time.
+    pub fn with_limit(key: impl Into<String>, limit: u32) -> Self {
+        Self { key: key.into(), limit }
+    }
 }
 
 /// A job to enqueue: its name (which routes it to a handler), its JSON
@@ -234,6 +259,12 @@ impl NewJob {
     /// Sets the payload version.
     pub fn version(mut self, version: u32) -> Self {
         self.options.version = version;
+        self
+    }
+
+    /// Puts the job in a mutex group (see [`Group`]).
+    pub fn group(mut self, group: Group) -> Self {
+        self.options.group = Some(group);
         self
     }
 

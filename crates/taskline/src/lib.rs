@@ -46,6 +46,7 @@ pub mod backoff;
 pub mod client;
 pub mod doctor;
 pub mod error;
+pub mod flow;
 pub mod job;
 pub mod keys;
 pub mod names;
@@ -60,8 +61,9 @@ pub use backoff::{Backoff, Jitter};
 pub use client::{Client, ClientBuilder, ClientOptions, QueuePolicy, Retention};
 pub use doctor::{QueueReport, Violation};
 pub use error::{Error, Result};
+pub use flow::{FlowLimits, FlowSettings, RateLimit};
 pub use job::{
-    AttemptError, EnqueueOptions, FailureKind, Job, JobId, JobState, MAX_PRIORITY, NewJob, UniqueMode,
+    AttemptError, EnqueueOptions, FailureKind, Group, Job, JobId, JobState, MAX_PRIORITY, NewJob, UniqueMode,
 };
 pub use names::QueueName;
 pub use operator::dead::{DeadFilter, DeadMatches};
@@ -69,5 +71,6 @@ pub use operator::events::{Event, EventFollower};
 pub use operator::{Drained, Purged, QueueSummary};
 pub use producer::EnqueueOutcome;
 pub use protocol::{
-    Claim, ClaimOptions, ClaimedJob, Completion, Extended, FailOutcome, Failure, Lease, Reaped, Released,
+    Claim, ClaimOptions, ClaimedJob, Completion, Extended, FailOutcome, Failure, FlowLimit, Lease, Reaped,
+    Released,
 };

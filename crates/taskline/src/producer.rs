@@ -174,10 +174,19 @@ impl Client {
         if let Some(correlation_id) = &o.correlation_id {
             check_tag("correlation id", correlation_id)?;
         }
+        if let Some(group) = &o.group {
+            check_tag("group", &group.key)?;
+            if group.limit == 0 {
+                return Err(Error::InvalidOption {
+                    option: "group",
+                    reason: "a group limit of 0 would never run a job; use at least 1".into(),
+                });
+            }
+        }
         Ok(())
     }
 
-    /// Appends the 14 per-job arguments of `enqueue.lua`, in its order.
+    /// Appends the 16 per-job arguments of `enqueue.lua`, in its order.
     fn push_job_args(&self, args: &mut Args, job: &NewJob) -> Result<()> {
         let o = &job.options;
         let options = self.options();
@@ -212,7 +221,9 @@ impl Client {
             .text(unique_key)
             .push(millis(unique_ttl).max(1))
             .text(unique_mode)
-            .text(o.correlation_id.as_deref().unwrap_or(""));
+            .text(o.correlation_id.as_deref().unwrap_or(""))
+            .text(o.group.as_ref().map_or("", |g| g.key.as_str()))
+            .push(o.group.as_ref().map_or(1, |g| g.limit));
         Ok(())
     }
 }

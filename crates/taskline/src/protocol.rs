@@ -86,11 +86,38 @@ pub struct Claim {
     /// The Redis server's clock when the claim ran: compare `next_due` with
     /// this, never with the local clock.
     pub server_time: Option<SystemTime>,
+    /// The queue-wide limit that leased fewer jobs than asked, if one did.
+    /// When it is the rate or a hold, `next_due` says when the next start
+    /// is allowed.
+    pub limited: Option<FlowLimit>,
+}
+
+/// A queue-wide limit that held a claim back (see `lua/includes/flow.lua`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowLimit {
+    /// The global rate limit: the period's starts are used up.
+    Rate,
+    /// The global concurrency limit: enough jobs of the queue are active.
+    Concurrency,
+    /// A handler reported rate limiting and held the whole queue.
+    Hold,
+}
+
+impl FlowLimit {
+    /// The limit's name, as in metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowLimit::Rate => "rate",
+            FlowLimit::Concurrency => "concurrency",
+            FlowLimit::Hold => "hold",
+        }
+    }
 }
 
 impl Claim {
-    /// How long until the earliest delayed job is due, on the server's
-    /// clock; `None` when no job is delayed.
+    /// How long until the earliest delayed job is due (or, under a rate
+    /// limit or hold, the next start is allowed), on the server's clock;
+    /// `None` when there is nothing to wait for.
     pub fn next_due_in(&self) -> Option<Duration> {
         let due = self.next_due?;
         Some(due.duration_since(self.server_time?).unwrap_or_default())
@@ -271,7 +298,8 @@ impl Client {
             .text(truncate(&failure.message, MAX_ERROR_MESSAGE_BYTES))
             .push(millis(failure.retry_delay))
             .push(self.options().policy(&lease.queue).max_attempts);
-        let script_keys = [keys.meta(), keys.active(), keys.delayed(), keys.dead(), keys.events()];
+        let script_keys =
+            [keys.meta(), keys.active(), keys.delayed(), keys.dead(), keys.events(), keys.levels()];
         let value = self
             .run(&SCRIPTS.fail, &script_keys, args.0)
             .await
@@ -322,9 +350,34 @@ impl Client {
     /// Gives the leased job back without spending an attempt: to the front
     /// of its level now, or delayed by `delay`.
     pub async fn release(&self, lease: &Lease, delay: Option<Duration>) -> Result<Released> {
+        self.release_inner(lease, delay.unwrap_or_default(), "release", Duration::ZERO).await
+    }
+
+    /// Gives the leased job back because its upstream is rate limiting: it
+    /// runs again after `retry_after`, without spending an attempt (and
+    /// without counting towards [`ClaimedJob::releases`]). With
+    /// `hold_queue`, no job of the queue is leased by any worker until
+    /// `retry_after` has passed.
+    pub async fn release_rate_limited(
+        &self,
+        lease: &Lease,
+        retry_after: Duration,
+        hold_queue: bool,
+    ) -> Result<Released> {
+        let hold = if hold_queue { retry_after } else { Duration::ZERO };
+        self.release_inner(lease, retry_after, "rate_limited", hold).await
+    }
+
+    async fn release_inner(
+        &self,
+        lease: &Lease,
+        delay: Duration,
+        reason: &str,
+        hold: Duration,
+    ) -> Result<Released> {
         let (_, keys) = self.queue_keys(&lease.queue)?;
         let mut args = self.outcome_args(&keys, lease);
-        args.push(delay.map(millis).unwrap_or(0));
+        args.push(millis(delay)).text(reason).push(millis(hold));
         let script_keys = [keys.meta(), keys.active(), keys.delayed(), keys.levels(), keys.events()];
         let value = self
             .run(&SCRIPTS.release, &script_keys, args.0)
@@ -413,13 +466,20 @@ fn push_claim_args(args: &mut Args, options: &ClaimOptions, promote_limit: u32) 
         .push(promote_limit);
 }
 
-/// Reads `{paused, next_due_ms, now_ms, n, records...}` (see `claim_jobs.lua`).
+/// Reads `{paused, next_due_ms, now_ms, n, limit, records...}` (see
+/// `claim_jobs.lua`).
 /// A stored `max_attempts` of 0 means the queue's default.
 fn read_claim(reply: &mut Reply, queue: &str, default_max_attempts: u32) -> Result<Claim> {
     let paused = reply.int("paused")? == 1;
     let next_due = reply.int("next_due_ms")?;
     let now = reply.int("now_ms")?;
     let n = reply.count("n")?;
+    let limited = match reply.string("limit")?.as_str() {
+        "rate" => Some(FlowLimit::Rate),
+        "concurrency" => Some(FlowLimit::Concurrency),
+        "hold" => Some(FlowLimit::Hold),
+        _ => None,
+    };
     let mut jobs = Vec::with_capacity(n as usize);
     for _ in 0..n {
         let id = JobId::from_stored(reply.string("id")?);
@@ -469,6 +529,7 @@ fn read_claim(reply: &mut Reply, queue: &str, default_max_attempts: u32) -> Resu
         paused,
         next_due: (next_due >= 0).then(|| from_epoch_millis(next_due as u64)),
         server_time: (now > 0).then(|| from_epoch_millis(now as u64)),
+        limited,
     })
 }
 

@@ -18,6 +18,8 @@ const INCLUDES: &[(&str, &str)] = &[
     ("ready", include_str!("../../../lua/includes/ready.lua")),
     ("fence", include_str!("../../../lua/includes/fence.lua")),
     ("finish", include_str!("../../../lua/includes/finish.lua")),
+    ("flow", include_str!("../../../lua/includes/flow.lua")),
+    ("groups", include_str!("../../../lua/includes/groups.lua")),
     ("claim_jobs", include_str!("../../../lua/includes/claim_jobs.lua")),
 ];
 
@@ -35,6 +37,7 @@ pub(crate) const SOURCES: &[(&str, &str)] = &[
     ("purge", include_str!("../../../lua/purge.lua")),
     ("drain", include_str!("../../../lua/drain.lua")),
     ("trim", include_str!("../../../lua/trim.lua")),
+    ("settings", include_str!("../../../lua/settings.lua")),
 ];
 
 /// The loaded scripts, one field per operation.
@@ -51,6 +54,7 @@ pub(crate) struct Scripts {
     pub purge: Script,
     pub drain: Script,
     pub trim: Script,
+    pub settings: Script,
 }
 
 /// The scripts, assembled once per process.
@@ -69,6 +73,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
         purge: load("purge"),
         drain: load("drain"),
         trim: load("trim"),
+        settings: load("settings"),
     }
 });
 

@@ -26,7 +26,7 @@ use config::Source as _;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use taskline::names::plain_name_problem;
-use taskline::{Backoff, Jitter, QueueName, Retention};
+use taskline::{Backoff, FlowLimits, Jitter, QueueName, RateLimit, Retention};
 
 /// Prefix of environment variables that override configuration fields.
 pub const ENV_PREFIX: &str = "TASKLINE_";
@@ -278,6 +278,25 @@ pub struct QueueConfig {
     /// in the log and `taskline_dlq_alert{queue} = 1`); `None` (the
     /// default) means no alert. At least 1.
     pub dlq_alert: Option<u64>,
+    /// Most jobs of this queue started per period across all workers
+    /// (`"50/1s"`), on the Redis server's clock; `None` means no limit.
+    /// An operator's runtime override (`taskline limits`) wins over it.
+    #[serde(deserialize_with = "optional_rate_limit")]
+    pub rate_limit: Option<RateLimit>,
+    /// Most jobs of this queue active at once across all worker processes,
+    /// on top of each process's `concurrency`; `None` means no limit.
+    pub global_concurrency: Option<u32>,
+    /// Under sustained load at a higher priority, each lower priority level
+    /// still gets at least this fraction of the jobs started (0 = strict
+    /// priority, at most 0.5).
+    pub priority_min_share: f64,
+}
+
+impl QueueConfig {
+    /// The queue-wide limits this configuration writes to Redis.
+    pub fn flow_limits(&self) -> FlowLimits {
+        FlowLimits { rate: self.rate_limit, concurrency: self.global_concurrency }
+    }
 }
 
 impl Default for QueueConfig {
@@ -291,6 +310,9 @@ impl Default for QueueConfig {
             timeout: None,
             retention: RetentionConfig::default(),
             dlq_alert: None,
+            rate_limit: None,
+            global_concurrency: None,
+            priority_min_share: 0.05,
         }
     }
 }
@@ -564,6 +586,15 @@ impl Config {
                 Some(n) => line(&mut out, "dlq_alert", &n.to_string()),
                 None => out += "# dlq_alert is not set: no dead-letter depth alert\n",
             }
+            match q.rate_limit {
+                Some(r) => line(&mut out, "rate_limit", &toml_string(&r.to_string())),
+                None => out += "# rate_limit is not set: no global rate limit\n",
+            }
+            match q.global_concurrency {
+                Some(n) => line(&mut out, "global_concurrency", &n.to_string()),
+                None => out += "# global_concurrency is not set: no limit across workers\n",
+            }
+            line(&mut out, "priority_min_share", &toml_float(q.priority_min_share));
         }
 
         for (name, h) in &self.handlers {
@@ -695,6 +726,19 @@ impl QueueConfig {
             return Err(ConfigError::new(
                 field(&["dlq_alert"]),
                 "must be at least 1, got 0; leave it unset for no alert",
+            ));
+        }
+        if self.global_concurrency == Some(0) {
+            return Err(ConfigError::new(
+                field(&["global_concurrency"]),
+                "must be at least 1, got 0; leave it unset for no limit, or pause the queue",
+            ));
+        }
+        let share = self.priority_min_share;
+        if !(share.is_finite() && (0.0..=0.5).contains(&share)) {
+            return Err(ConfigError::new(
+                field(&["priority_min_share"]),
+                format!("{share} must be between 0.0 (strict priority) and 0.5, e.g. 0.05 for one job in 20"),
             ));
         }
         Ok(())
@@ -941,6 +985,12 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 }
 
 /// Like [`duration`], and `"none"` means `None`.
+/// `"50/1s"`: see [`RateLimit`]'s `FromStr`.
+fn optional_rate_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RateLimit>, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse::<RateLimit>().map(Some).map_err(|e| de::Error::custom(e.to_string()))
+}
+
 fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     d.deserialize_any(DurationVisitor { allow_none: true })
 }

@@ -33,18 +33,47 @@ pub struct JobError {
     /// For a transient error: retry after exactly this long instead of the
     /// backoff (e.g. an HTTP `Retry-After`).
     pub retry_after: Option<Duration>,
+    /// The upstream is rate limiting (see [`JobError::rate_limited`]): the
+    /// job runs again after `retry_after` without spending the attempt.
+    pub rate_limited: bool,
+    /// With `rate_limited`: no worker starts another job of the queue
+    /// until `retry_after` has passed.
+    pub hold_queue: bool,
 }
 
 impl JobError {
     /// A failure worth retrying (timeouts, 5xx, connection loss).
     pub fn transient(message: impl Into<String>) -> Self {
-        Self { kind: FailureKind::Transient, reason: None, message: message.into(), retry_after: None }
+        Self::new(FailureKind::Transient, message.into())
     }
 
     /// A failure retrying cannot fix (invalid input, missing resource): the
     /// job goes straight to the dead letter queue.
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { kind: FailureKind::Permanent, reason: None, message: message.into(), retry_after: None }
+        Self::new(FailureKind::Permanent, message.into())
+    }
+
+    /// The upstream said "too many requests, retry after `retry_after`"
+    /// (an HTTP 429, a quota error). Not a failure of the job: it runs
+    /// again after `retry_after` without spending an attempt. Add
+    /// [`JobError::hold_queue`] when the limit is shared by the whole
+    /// queue, so that no worker starts another of its jobs meanwhile.
+    pub fn rate_limited(retry_after: Duration) -> Self {
+        let mut err = Self::new(FailureKind::Transient, "rate limited by the upstream".into());
+        err.retry_after = Some(retry_after);
+        err.rate_limited = true;
+        err
+    }
+
+    /// With [`JobError::rate_limited`]: holds every claim of the queue, in
+    /// every worker, for the `retry_after` wait.
+    pub fn hold_queue(mut self) -> Self {
+        self.hold_queue = true;
+        self
+    }
+
+    fn new(kind: FailureKind, message: String) -> Self {
+        Self { kind, reason: None, message, retry_after: None, rate_limited: false, hold_queue: false }
     }
 
     /// Sets the reason code recorded if the job dies.

@@ -49,6 +49,13 @@ pub mod names {
     /// Counter `{queue}`: leases lost while a job ran or before its outcome
     /// was recorded (the outcome is discarded).
     pub const LEASE_LOST: &str = "taskline_lease_lost_total";
+    /// Counter `{queue, limit}`: claims that leased fewer jobs than asked
+    /// because of a queue-wide limit (`rate`, `concurrency`, `hold`); each
+    /// is followed by a wait, not a retry loop.
+    pub const FLOW_LIMITED: &str = "taskline_flow_limited_total";
+    /// Counter `{queue, name}`: jobs whose handler reported that its
+    /// upstream is rate limiting; they run again later, attempt not spent.
+    pub const JOBS_RATE_LIMITED: &str = "taskline_jobs_rate_limited_total";
     /// Counter `{op}`: Redis calls that failed, by operation (`claim`,
     /// `complete`, `fail`, `release`, `extend`, `reap`, `trim`, `counts`).
     pub const REDIS_ERRORS: &str = "taskline_redis_errors_total";
@@ -121,6 +128,8 @@ impl Metrics {
             describe(names::JOBS_DEAD, None, "Jobs moved to the dead letter queue."),
             describe(names::JOBS_RELEASED, None, "Jobs released back without spending an attempt."),
             describe(names::LEASE_LOST, None, "Leases lost; the outcome was discarded."),
+            describe(names::FLOW_LIMITED, None, "Claims held back by a queue-wide limit, by limit."),
+            describe(names::JOBS_RATE_LIMITED, None, "Jobs deferred because their upstream rate limited."),
             describe(names::REDIS_ERRORS, None, "Redis calls that failed, by operation."),
         ];
         for (name, unit, help) in counters {
@@ -205,6 +214,19 @@ impl Metrics {
     /// A job was released back without spending its attempt.
     pub fn released(&self, queue: &str, name: &str) {
         self.counter(names::JOBS_RELEASED, job_labels(queue, name));
+    }
+
+    /// A claim of `queue` was held back by a queue-wide limit.
+    pub fn flow_limited(&self, queue: &str, limit: taskline::FlowLimit) {
+        self.counter(
+            names::FLOW_LIMITED,
+            vec![Label::new("queue", queue.to_string()), Label::new("limit", limit.as_str())],
+        );
+    }
+
+    /// A handler reported rate limiting; the job was deferred.
+    pub fn rate_limited(&self, queue: &str, name: &str) {
+        self.counter(names::JOBS_RATE_LIMITED, job_labels(queue, name));
     }
 
     /// A lease was lost.

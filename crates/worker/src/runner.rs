@@ -161,6 +161,7 @@ async fn record(
                 return match reply {
                     Some((completion, mut claim)) => {
                         log_completion(shared, job, completion, elapsed);
+                        crate::worker::note_claim(shared, queue, &claim);
                         let successor = claim.jobs.pop();
                         if successor.is_none() {
                             shared.scheduler.unreserve(queue, 1, true);
@@ -181,6 +182,22 @@ async fn record(
                 log_completion(shared, job, completion, elapsed);
             }
             return None;
+        }
+        Outcome::Failed(err) if err.rate_limited => {
+            let wait = err.retry_after.unwrap_or_default();
+            if let Some(released) = resend(shared, "release", &lease.queue, || {
+                shared.client.release_rate_limited(lease, wait, err.hold_queue)
+            })
+            .await
+            {
+                shared.metrics.rate_limited(&lease.queue, &job.name);
+                info!(
+                    retry_in = %humantime::format_duration(wait),
+                    queue_held = err.hold_queue,
+                    releases = released.releases,
+                    "rate limited by the upstream; runs again later, attempt not spent"
+                );
+            }
         }
         Outcome::Failed(err) => {
             let retry_delay = err

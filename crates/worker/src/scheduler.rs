@@ -8,12 +8,16 @@
 //!   share, interleaved rather than in bursts.
 //! - A queue whose last claim came back short is marked empty and yields its
 //!   share until something says it may have work again (a wake token, a due
-//!   delayed job, the idle timeout).
+//!   delayed job, the end of a rate-limit wait, the idle timeout).
+//! - Each queue remembers when its next job is due (the earliest delayed
+//!   job, or the next start a rate limit allows), from whichever claim saw
+//!   it last: the claimer's or a runner's complete-and-claim.
 //!
 //! Pure bookkeeping under a std mutex (never held across an `.await`), so a
 //! test can drive it directly.
 
 use std::sync::Mutex;
+use std::time::Instant;
 
 use tokio::sync::Notify;
 
@@ -36,6 +40,7 @@ struct Slot {
     in_flight: u32,
     current: i64,
     empty: bool,
+    due: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -56,8 +61,10 @@ pub struct Scheduler {
 impl Scheduler {
     /// A table for `queues` with `total` slots in all.
     pub fn new(queues: Vec<QueueShare>, total: u32) -> Self {
-        let queues =
-            queues.into_iter().map(|share| Slot { share, in_flight: 0, current: 0, empty: false }).collect();
+        let queues = queues
+            .into_iter()
+            .map(|share| Slot { share, in_flight: 0, current: 0, empty: false, due: None })
+            .collect();
         Self { state: Mutex::new(State { queues, total, in_flight: 0 }), freed: Notify::new() }
     }
 
@@ -138,6 +145,30 @@ impl Scheduler {
     /// Marks `queue` as possibly having work.
     pub fn wake(&self, queue: usize) {
         self.lock().queues[queue].empty = false;
+    }
+
+    /// Records when `queue`'s next job is due (`None`: nothing scheduled),
+    /// as the latest claim reported.
+    pub fn set_due(&self, queue: usize, due: Option<Instant>) {
+        self.lock().queues[queue].due = due;
+    }
+
+    /// Wakes every queue whose due time has come; true if any did.
+    pub fn wake_due(&self, now: Instant) -> bool {
+        let mut woke = false;
+        for q in self.lock().queues.iter_mut() {
+            if q.due.is_some_and(|at| at <= now) {
+                q.due = None;
+                q.empty = false;
+                woke = true;
+            }
+        }
+        woke
+    }
+
+    /// The earliest due time of any queue.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.lock().queues.iter().filter_map(|q| q.due).min()
     }
 
     /// Marks every queue as possibly having work.

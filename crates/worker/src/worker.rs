@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use taskline::{Backoff, ClaimOptions, Client, ClientOptions, QueueName, QueuePolicy};
+use taskline::{Backoff, Claim, ClaimOptions, Client, ClientOptions, QueueName, QueuePolicy};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -259,6 +259,7 @@ impl Worker {
         };
         let client = Client::builder(&config.redis.url).options(client_options(config)).connect().await?;
         metrics.redis_ok();
+        apply_flow_settings(&client, config).await?;
         let shares: Vec<QueueShare> = config
             .queues
             .iter()
@@ -364,6 +365,27 @@ impl Worker {
     }
 }
 
+/// Writes each queue's queue-wide limits from the configuration to Redis
+/// (see `taskline::flow`), and says which limits are in force: an
+/// operator's runtime override may differ from this worker's TOML.
+async fn apply_flow_settings(client: &Client, config: &Config) -> Result<(), WorkerError> {
+    for (name, q) in &config.queues {
+        let share_every = taskline::flow::share_every(q.priority_min_share);
+        let effective = client.apply_configured_flow(name, &q.flow_limits(), share_every).await?;
+        if effective != q.flow_limits() {
+            warn!(
+                queue = %name,
+                configured = ?q.flow_limits(),
+                in_force = ?effective,
+                "an operator's runtime limits override this worker's configured ones (taskline limits {name} --clear returns to the configured ones)"
+            );
+        } else if effective.rate.is_some() || effective.concurrency.is_some() {
+            info!(queue = %name, rate = ?effective.rate.map(|r| r.to_string()), global_concurrency = ?effective.concurrency, "queue-wide limits in force");
+        }
+    }
+    Ok(())
+}
+
 /// Client settings from the worker configuration.
 fn client_options(config: &Config) -> ClientOptions {
     ClientOptions {
@@ -407,7 +429,6 @@ async fn claim_loop(shared: Arc<Shared>, runners: TaskTracker, waiter: Waiter) {
         })
         .collect();
     let mut listener = WakeListener::spawn(waiter, wake_keys.clone(), shared.stop_claiming.clone());
-    let mut next_due: Vec<Option<Instant>> = vec![None; names.len()];
     let mut trouble = Duration::ZERO;
     let mut last_full_look = Instant::now();
     loop {
@@ -418,21 +439,13 @@ async fn claim_loop(shared: Arc<Shared>, runners: TaskTracker, waiter: Waiter) {
         if picks.is_empty() {
             // No queue with room has known work. Wake the due ones, else
             // wait for whichever comes first: a wake token, a freed slot
-            // (a busy queue may take more), the next due job, or the idle
-            // limit (a safety net for a missed token).
+            // (a busy queue may take more), the next due job or allowed
+            // start, or the idle limit (a safety net for a missed token).
             let now = Instant::now();
-            let mut woke = false;
-            for (q, due) in next_due.iter_mut().enumerate() {
-                if due.is_some_and(|at| at <= now) {
-                    *due = None;
-                    shared.scheduler.wake(q);
-                    woke = true;
-                }
-            }
-            if woke {
+            if shared.scheduler.wake_due(now) {
                 continue;
             }
-            let until_due = next_due.iter().flatten().map(|at| at.saturating_duration_since(now)).min();
+            let until_due = shared.scheduler.next_due().map(|at| at.saturating_duration_since(now));
             let due_timer = async {
                 match until_due {
                     Some(d) => tokio::time::sleep(d).await,
@@ -475,7 +488,7 @@ async fn claim_loop(shared: Arc<Shared>, runners: TaskTracker, waiter: Waiter) {
                 Ok(claim) => {
                     shared.metrics.redis_ok();
                     trouble = Duration::ZERO;
-                    next_due[q] = claim.next_due_in().map(|d| Instant::now() + d);
+                    note_claim(&shared, q, &claim);
                     let got = claim.jobs.len() as u32;
                     shared.scheduler.unreserve(q, count - got.min(count), got < count);
                     for job in claim.jobs {
@@ -494,6 +507,16 @@ async fn claim_loop(shared: Arc<Shared>, runners: TaskTracker, waiter: Waiter) {
                 }
             }
         }
+    }
+}
+
+/// Takes note of what a claim of queue index `q` reported besides its
+/// jobs: when the queue's next job is due (or its next start allowed), and
+/// whether a queue-wide limit held it back.
+pub(crate) fn note_claim(shared: &Shared, q: usize, claim: &Claim) {
+    shared.scheduler.set_due(q, claim.next_due_in().map(|d| Instant::now() + d));
+    if let Some(limit) = claim.limited {
+        shared.metrics.flow_limited(&shared.queues[q].name, limit);
     }
 }
 

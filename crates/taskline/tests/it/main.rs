@@ -10,5 +10,6 @@ mod auth;
 mod cluster;
 mod enqueue;
 mod faults;
+mod flow;
 mod lifecycle;
 mod tls;

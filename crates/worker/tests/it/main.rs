@@ -7,6 +7,7 @@
 mod support;
 
 mod config;
+mod flow;
 mod metrics;
 mod process;
 mod runtime;

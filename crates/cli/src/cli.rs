@@ -72,6 +72,9 @@ pub enum Command {
         queue: String,
     },
 
+    /// Show a queue's queue-wide limits, or change them at run time for every worker at once.
+    Limits(LimitsArgs),
+
     /// Delete every ready job of a queue (delayed, active, completed and dead jobs stay).
     Drain {
         /// The queue.
@@ -83,6 +86,22 @@ pub enum Command {
 
     /// Show a queue's latest lifecycle events, and with --follow the new ones as they happen.
     Events(EventsArgs),
+}
+
+/// `taskline limits`.
+#[derive(Debug, Args)]
+pub struct LimitsArgs {
+    /// The queue.
+    pub queue: String,
+    /// Override the global rate limit: N/PERIOD (`50/1s`, `1000/1m`), or `none` for no limit.
+    #[arg(long)]
+    pub rate: Option<String>,
+    /// Override the global concurrency (jobs active at once across all workers): N, or `none`.
+    #[arg(long)]
+    pub concurrency: Option<String>,
+    /// Drop the runtime overrides: the workers' configured limits apply again.
+    #[arg(long, conflicts_with_all = ["rate", "concurrency"])]
+    pub clear: bool,
 }
 
 /// `taskline jobs`.

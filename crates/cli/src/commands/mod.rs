@@ -5,6 +5,7 @@ mod dlq;
 mod enqueue;
 mod events;
 mod jobs;
+mod limits;
 mod queues;
 
 use crate::cli::{Cli, Command, DlqCommand};
@@ -17,6 +18,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     // even when Redis is down.
     let payload = match &cli.command {
         Command::Enqueue(args) => Some(enqueue::read_payload(args)?),
+        _ => None,
+    };
+    let limit_changes = match &cli.command {
+        Command::Limits(args) => Some(limits::parse_changes(args)?),
         _ => None,
     };
     let ctx = Ctx::connect(&cli).await?;
@@ -33,6 +38,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Dlq(DlqCommand::Purge { select, yes }) => dlq::purge(&ctx, select, yes).await,
         Command::Pause { queue } => control::set_paused(&ctx, &queue, true).await,
         Command::Resume { queue } => control::set_paused(&ctx, &queue, false).await,
+        Command::Limits(args) => limits::limits(&ctx, &args.queue, limit_changes.unwrap_or_default()).await,
         Command::Drain { queue, yes } => control::drain(&ctx, &queue, yes).await,
         Command::Events(args) => events::events(&ctx, args).await,
     };

@@ -14,5 +14,6 @@ mod enqueue;
 mod errors;
 mod events;
 mod jobs;
+mod limits;
 mod operator;
 mod queues;

@@ -275,6 +275,13 @@ fn invalid_values_are_rejected_naming_the_file_and_the_field() {
             "\"none\", \"full\" or \"equal\"",
         ),
         ("[queues.q]\ntimeout = \"0s\"", "queues.q.timeout", "longer than zero"),
+        ("[queues.q]\nrate_limit = \"50\"", "queues.q.rate_limit", "N/PERIOD, e.g. 50/1s"),
+        ("[queues.q]\nrate_limit = \"50/1 week\"", "queues.q.rate_limit", "not a period"),
+        ("[queues.q]\nrate_limit = \"0/1s\"", "queues.q.rate_limit", "pause the queue instead"),
+        ("[queues.q]\nrate_limit = 50", "queues.q.rate_limit", "N/PERIOD"),
+        ("[queues.q]\nglobal_concurrency = 0", "queues.q.global_concurrency", "at least 1"),
+        ("[queues.q]\npriority_min_share = 0.9", "queues.q.priority_min_share", "between 0.0"),
+        ("[queues.q]\npriority_min_share = -0.1", "queues.q.priority_min_share", "between 0.0"),
         // Wrong types.
         ("[queues.q]\nconcurrency = \"many\"", "queues.q.concurrency", "invalid type"),
         ("[queues.q]\nweight = -1", "queues.q.weight", "invalid type"),
@@ -663,6 +670,20 @@ fn a_bad_metrics_addr_is_rejected() {
     let err = load_err(QUEUE, &[("TASKLINE_WORKER__METRICS_ADDR", "nowhere")]);
     assert_eq!(err.field, "worker.metrics_addr", "{err}");
     assert!(err.message.contains("TASKLINE_WORKER__METRICS_ADDR"), "{err}");
+}
+
+#[test]
+fn flow_limits_survive_redaction() {
+    let text = "[queues.q]\nrate_limit = \"50/1s\"\nglobal_concurrency = 5\npriority_min_share = 0.1\n";
+    let config = load_ok(text, &[]);
+    let q = &config.queues["q"];
+    assert_eq!(q.rate_limit, Some(taskline::RateLimit { max: 50, per: Duration::from_secs(1) }));
+    assert_eq!((q.global_concurrency, q.priority_min_share), (Some(5), 0.1));
+    let redacted = config.redacted();
+    assert_eq!(Config::from_toml_str(&redacted).unwrap_or_else(|e| panic!("{e}\n{redacted}")), config);
+    let unset = load_ok(QUEUE, &[]).redacted();
+    assert!(unset.contains("# rate_limit is not set"), "{unset}");
+    assert!(unset.contains("priority_min_share = 0.05"), "the default share is shown: {unset}");
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Queue-wide flow control across several real `taskline-worker`
 //! processes: a global rate limit (changed at run time), global
 //! concurrency, mutex groups (with a worker SIGKILLed while it holds a
-//! group) and the priority minimum share.
+//! group) and the priority minimum share; and, in process, a handler that
+//! reports its upstream's rate limiting.
 //!
 //! What ran when is read from the job records afterwards: `started_at` is
 //! set by the claim and `finished_at` by the completion, both on the Redis
@@ -10,13 +11,15 @@
 //! limits bound.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use taskline::{Client, Group, Job, JobId, NewJob, RateLimit};
 use taskline_testkit::RedisServer;
+use taskline_worker::{JobContext, JobError, Worker, handler_fn};
 
-use crate::support::{WorkerProcess, assert_sound, drained, eventually, write_file};
+use crate::support::{RunningWorker, WorkerProcess, assert_sound, config, drained, eventually, write_file};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -246,4 +249,49 @@ async fn low_priority_jobs_keep_their_share_under_sustained_high_priority_load()
     let low = done[..300].iter().filter(|j| j.priority == 0).count();
     assert!((27..=33).contains(&low), "{low} of the first 300 starts were low priority; 30 expected");
     assert_sound(&client, "mixed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_reporting_rate_limiting_defers_the_job_and_holds_the_queue() {
+    let server = RedisServer::start();
+    let client = Client::connect(&server.url()).await.expect("connect");
+    let calls: Arc<Mutex<Vec<(u32, u32, Instant)>>> = Arc::default();
+    let seen = calls.clone();
+    let handler = handler_fn(move |ctx: JobContext, n: u32| {
+        let seen = seen.clone();
+        async move {
+            let first_call = {
+                let mut calls = seen.lock().expect("lock");
+                calls.push((n, ctx.attempt, Instant::now()));
+                calls.iter().filter(|(m, _, _)| *m == n).count() == 1
+            };
+            if n == 0 && first_call {
+                return Err(JobError::rate_limited(Duration::from_millis(400)).hold_queue());
+            }
+            Ok(None)
+        }
+    });
+    let cfg = config(&server.url(), "[queues.q]\nconcurrency = 1\nmax_attempts = 1\n");
+    let first = client.enqueue("q", NewJob::new("job", &0).expect("job")).await.expect("enqueue");
+    let worker = RunningWorker::start(Worker::builder(cfg).handler("q", "job", handler));
+    eventually("the first call happens", 10 * SEC, || async { !calls.lock().expect("lock").is_empty() })
+        .await;
+    for n in 1..=3 {
+        client.enqueue("q", NewJob::new("job", &n).expect("job")).await.expect("enqueue");
+    }
+    let counts = drained(&client, "q", 20 * SEC).await;
+    assert_eq!(counts.completed, 4, "max_attempts = 1, yet the rate-limited job completed: {counts:?}");
+
+    let calls = calls.lock().expect("lock").clone();
+    let limited_at = calls[0].2;
+    assert_eq!(calls.len(), 5, "four jobs and one deferred call: {calls:?}");
+    for (n, attempt, at) in &calls[1..] {
+        assert_eq!(*attempt, 1, "job {n}: the deferred attempt was not spent");
+        let after = at.duration_since(limited_at);
+        assert!(after >= Duration::from_millis(380), "job {n} started {after:?} into the 400 ms hold");
+    }
+    let job = client.get_job("q", &first).await.expect("get");
+    assert!(job.errors.is_empty(), "rate limiting is not a failure: {:?}", job.errors);
+    worker.stop().await;
+    assert_sound(&client, "q").await;
 }

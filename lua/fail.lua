@@ -2,7 +2,7 @@
   fail: record a failed attempt and decide the job's next place.
 
   The attempt's error (kind, message, worker, time, attempt) is appended to
-  the job's history. Then:
+  the job's history and announced by a 'failed' event. Then:
     transient, attempts left   -> delayed, due now + retry_delay_ms (the
                                   backoff with jitter the caller computed)
     permanent                  -> dead, reason as given ('permanent' when "")
@@ -69,6 +69,8 @@ unblock(prefix)
 record_error(job_key, {attempt = job.attempt, kind = kind, message = message,
   worker = job.worker or '', at = now})
 
+emit(events_key, cap, 'failed', id, job.name, job.attempt, job.correlation_id,
+  {'kind', kind, 'error', message})
 if job.max_attempts < 1 then job.max_attempts = default_max_attempts end
 if kind == 'permanent' or job.attempt >= job.max_attempts then
   if kind == 'permanent' then

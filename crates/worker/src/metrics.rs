@@ -26,7 +26,7 @@
 //! ago.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ::metrics::{Key, Label, Level, Metadata, Recorder, Unit};
@@ -59,6 +59,10 @@ pub mod names {
     /// Counter `{op}`: Redis calls that failed, by operation (`claim`,
     /// `complete`, `fail`, `release`, `extend`, `reap`, `trim`, `counts`).
     pub const REDIS_ERRORS: &str = "taskline_redis_errors_total";
+    /// Counter: times Redis answered again after failing (the connection
+    /// was re-established, or the server came back from a restart or a
+    /// stall).
+    pub const REDIS_RECONNECTS: &str = "taskline_redis_reconnects_total";
     /// Histogram `{queue, name}`: seconds the handler ran, of the jobs that
     /// completed.
     pub const JOB_DURATION: &str = "taskline_job_duration_seconds";
@@ -98,6 +102,8 @@ struct Health {
     start: Instant,
     last_ok: AtomicU64,
     last_err: AtomicU64,
+    /// A Redis call failed and none has succeeded since.
+    failing: AtomicBool,
 }
 
 impl Health {
@@ -131,6 +137,7 @@ impl Metrics {
             describe(names::FLOW_LIMITED, None, "Claims held back by a queue-wide limit, by limit."),
             describe(names::JOBS_RATE_LIMITED, None, "Jobs deferred because their upstream rate limited."),
             describe(names::REDIS_ERRORS, None, "Redis calls that failed, by operation."),
+            describe(names::REDIS_RECONNECTS, None, "Times Redis answered again after failing."),
         ];
         for (name, unit, help) in counters {
             recorder.describe_counter(name.into(), unit, help.into());
@@ -234,14 +241,20 @@ impl Metrics {
         self.counter(names::LEASE_LOST, vec![Label::new("queue", queue.to_string())]);
     }
 
-    /// A Redis round trip succeeded.
+    /// A Redis round trip succeeded. The first success after a failure
+    /// counts as a reconnect.
     pub fn redis_ok(&self) {
-        self.health.last_ok.store(self.health.now(), Ordering::Relaxed);
+        let h = &self.health;
+        h.last_ok.store(h.now(), Ordering::Relaxed);
+        if h.failing.swap(false, Ordering::Relaxed) {
+            self.counter(names::REDIS_RECONNECTS, Vec::new());
+        }
     }
 
     /// A Redis call of operation `op` failed.
     pub fn redis_error(&self, op: &'static str) {
         self.health.last_err.store(self.health.now(), Ordering::Relaxed);
+        self.health.failing.store(true, Ordering::Relaxed);
         self.counter(names::REDIS_ERRORS, vec![Label::new("op", op)]);
     }
 
@@ -296,7 +309,12 @@ impl Default for Metrics {
 
 impl Health {
     fn new() -> Health {
-        Health { start: Instant::now(), last_ok: AtomicU64::new(0), last_err: AtomicU64::new(0) }
+        Health {
+            start: Instant::now(),
+            last_ok: AtomicU64::new(0),
+            last_err: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+        }
     }
 }
 

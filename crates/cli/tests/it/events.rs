@@ -16,14 +16,15 @@ async fn events_shows_the_latest_lifecycle_events() {
 
     let run = env.run(&["events", "emails"]).ok();
     let lines: Vec<&str> = run.stdout.lines().collect();
-    assert_eq!(lines.len(), 3, "{}", run.stdout);
-    for (line, event) in lines.iter().zip(["enqueued", "claimed", "dead"]) {
+    assert_eq!(lines.len(), 4, "{}", run.stdout);
+    for (line, event) in lines.iter().zip(["enqueued", "claimed", "failed", "dead"]) {
         let words: Vec<&str> = line.split_whitespace().collect();
         assert!(words[0].ends_with('Z'), "time first: {line}");
         assert_eq!(&words[1..4], [event, dead.as_str(), "send"], "{line}");
     }
     assert!(lines[1].contains("attempt=1") && lines[1].contains("worker=w1"), "{}", lines[1]);
-    assert!(lines[2].contains("reason=permanent"), "{}", lines[2]);
+    assert!(lines[2].contains("error=bad address") && lines[2].contains("kind=permanent"), "{}", lines[2]);
+    assert!(lines[3].contains("reason=permanent"), "{}", lines[3]);
 
     let run = env.run(&["events", "emails", "--count", "1", "--json"]).ok();
     let json: Value = serde_json::from_str(run.stdout.trim()).expect("one JSON line");

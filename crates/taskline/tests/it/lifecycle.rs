@@ -579,6 +579,7 @@ async fn permanent_failure_goes_dead_at_once_keeping_everything() {
         assert_eq!(stored.errors[0].worker, "w1");
         assert_eq!(counter(&mut conn, q, "dead").await, n as u64 + 1);
         assert_eq!(counter(&mut conn, q, "retried").await, 0);
+        assert_eq!(events_of(&mut conn, q, "failed", id).await, 1, "every failed attempt is announced");
         assert_eq!(events_of(&mut conn, q, "dead", id).await, 1);
 
         // A resend (even as a transient failure) answers the same Dead.

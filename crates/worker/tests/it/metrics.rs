@@ -212,10 +212,14 @@ async fn readyz_is_503_while_redis_is_down_and_healthz_stays_200() {
     let errors: f64 =
         m.iter().filter(|(k, _)| k.starts_with("taskline_redis_errors_total{")).map(|(_, v)| v).sum();
     assert!(errors >= 1.0, "Redis errors are counted: {m:?}");
+    assert!(!m.keys().any(|k| k.starts_with("taskline_redis_reconnects_total")), "not back yet: {m:?}");
 
     server.restart();
     eventually("/readyz 200 after Redis is back", LIMIT, || async { status("/readyz").await == Some(200) })
         .await;
+    let m = scrape(port).await;
+    let reconnects = m.get("taskline_redis_reconnects_total").copied().unwrap_or(0.0);
+    assert!(reconnects >= 1.0, "the way back is counted: {m:?}");
     worker.stop().await;
 }
 

@@ -145,6 +145,9 @@ pub struct EnqueueArgs {
     /// Attempts before the job goes to the dead letter queue (default: the workers').
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,
+    /// Mutex group: at most one job of the group runs at a time across all workers.
+    #[arg(long, value_name = "KEY")]
+    pub group: Option<String>,
     /// Use this job id instead of a generated one.
     #[arg(long)]
     pub id: Option<String>,

@@ -34,6 +34,7 @@ pub fn job_json(job: &Job) -> Value {
         "timeout_ms": job.timeout.map(|t| t.as_millis() as u64),
         "backoff": job.backoff.map(|b| serde_json::to_value(b).unwrap_or(Value::Null)),
         "unique_key": job.unique_key,
+        "group": job.group,
         "correlation_id": job.correlation_id,
         "worker": job.worker,
         "created_at": json_time(Some(job.created_at)),
@@ -76,6 +77,7 @@ pub fn job_detail(job: &Job) -> String {
     optional("worker", job.worker.clone());
     optional("correlation id", job.correlation_id.clone());
     optional("unique key", job.unique_key.clone());
+    optional("mutex group", job.group.clone());
     optional("timeout", job.timeout.map(|t| humantime::format_duration(t).to_string()));
     optional("backoff", job.backoff.map(|b| serde_json::to_string(&b).unwrap_or_default()));
     if job.replays > 0 {

@@ -343,6 +343,8 @@ pub struct Job {
     pub timeout: Option<Duration>,
     /// Unique key, if any.
     pub unique_key: Option<String>,
+    /// Mutex group key, if any.
+    pub group: Option<String>,
     /// Correlation id, if any.
     pub correlation_id: Option<String>,
     /// When it was enqueued.
@@ -423,6 +425,7 @@ impl Job {
                     .filter(|t| *t > 0)
                     .map(Duration::from_millis),
                 unique_key: take("unique_key"),
+                group: take("group"),
                 correlation_id: take("correlation_id"),
                 created_at: ms(num(take("created_at"), "created_at")?).unwrap_or(UNIX_EPOCH),
                 due_at: ms(num(take("due_at"), "due_at")?),

@@ -3,7 +3,7 @@
 use std::io::{IsTerminal, Read};
 
 use serde_json::json;
-use taskline::{JobId, NewJob, UniqueMode};
+use taskline::{Group, JobId, NewJob, UniqueMode};
 
 use crate::cli::EnqueueArgs;
 use crate::context::Ctx;
@@ -67,6 +67,9 @@ pub async fn enqueue(ctx: &Ctx, args: EnqueueArgs, payload: String) -> Result<()
     }
     if let Some(key) = args.unique_key {
         job = job.unique(key, UniqueMode::UntilFinished);
+    }
+    if let Some(group) = args.group {
+        job = job.group(Group::new(group));
     }
     if let Some(id) = args.id {
         job = job.id(JobId::new(id)?);

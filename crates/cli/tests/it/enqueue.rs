@@ -2,7 +2,7 @@
 
 use taskline::{JobId, JobState};
 
-use crate::support::{Env, cmd, key, members};
+use crate::support::{Env, claim_options, cmd, key, members};
 
 #[tokio::test]
 async fn enqueue_prints_the_id_and_stores_the_job() {
@@ -85,4 +85,21 @@ async fn enqueue_rejects_bad_json_with_exit_2_and_writes_nothing() {
     assert!(run.stderr.contains("invalid queue name"), "{}", run.stderr);
     let keys: Vec<String> = cmd(&mut env.raw().await, &["KEYS", "*"]).await;
     assert!(keys.is_empty(), "nothing written: {keys:?}");
+}
+
+#[tokio::test]
+async fn enqueue_with_a_group_holds_the_second_job_back_and_shows_the_group() {
+    let env = Env::start().await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let run = env.run(&["enqueue", "sync", "account", "--payload", "{}", "--group", "account:42"]).ok();
+        ids.push(JobId::new(run.stdout.trim()).expect("id"));
+    }
+    assert_eq!(env.client.counts("sync").await.expect("counts").ready, 2, "both are ready");
+    let claimed = env.client.claim("sync", &claim_options(5)).await.expect("claim");
+    assert_eq!(claimed.jobs.len(), 1, "one job of the group at a time");
+    let shown = env.run(&["job", "sync", ids[1].as_str()]).ok();
+    assert!(shown.stdout.contains("account:42"), "{}", shown.stdout);
+    let json = env.run(&["job", "sync", ids[1].as_str(), "--json"]).ok().json();
+    assert_eq!(json["group"], "account:42");
 }

@@ -101,8 +101,12 @@ local CLAIM_RECORD = 15
 local claimed = {0, -1, now, 0, ''}
 if status == 'ok' then
   status = 'completed'
-  -- Lease the successors first, so that the completion is one HSET that
-  -- also remembers what this call handed out (for a resend).
+  -- Leave `active` and the mutex group first, so that the claim part sees
+  -- this job's slot as free (global concurrency, the group's next job).
+  redis.call('ZREM', k.active, id)
+  group_leave(prefix, k.levels, job.group)
+  -- Lease the successors before writing the completion, so that it is one
+  -- HSET that also remembers what this call handed out (for a resend).
   if count > 0 then
     claimed = claim_jobs(prefix, k, now, count, tonumber(ARGV[9]), ARGV[10], ARGV[11],
       tonumber(ARGV[12]), cap, false)
@@ -118,11 +122,9 @@ if status == 'ok' then
     fields[#fields + 1] = 'next_claim'
     fields[#fields + 1] = table.concat(handed, ' ')
   end
-  redis.call('ZREM', k.active, id)
   redis.call('HSET', job_key, unpack(fields))
   local completions = redis.call('HINCRBY', k.meta, 'completed', 1)
   release_unique(prefix, id, job)
-  group_leave(prefix, k.levels, job.group)
   if claimed[4] < count or count == 0 then
     -- This job's slot is not refilled by the claim part: let a worker held
     -- back by global concurrency take it.

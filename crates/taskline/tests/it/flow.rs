@@ -290,3 +290,18 @@ async fn without_a_share_priority_is_strict() {
     let claimed = h.client.claim(q, &claim(5, "w")).await.expect("claim");
     assert!(claimed.jobs.iter().all(|j| j.priority == 5), "strict: high first");
 }
+
+#[tokio::test]
+async fn complete_and_claim_refills_its_own_slot_at_the_concurrency_limit() {
+    let h = Harness::start().await;
+    let q = "refill";
+    enqueue_many(&h, q, 5).await;
+    h.client.set_global_concurrency(q, Some(2)).await.expect("set");
+    let held = h.client.claim(q, &claim(5, "w")).await.expect("claim");
+    assert_eq!(held.jobs.len(), 2);
+    let (_, next) =
+        h.client.complete_and_claim(&held.jobs[0].lease, None, &claim(1, "w")).await.expect("complete");
+    assert_eq!(next.jobs.len(), 1, "the finishing job's slot passes straight to its successor");
+    assert_eq!(h.client.counts(q).await.expect("counts").active, 2);
+    h.assert_sound(q).await;
+}

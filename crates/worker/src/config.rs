@@ -28,6 +28,14 @@ use serde::de::{self, Deserializer, Visitor};
 use taskline::names::plain_name_problem;
 use taskline::{Backoff, FlowLimits, Jitter, QueueName, RateLimit, Retention};
 
+mod handlers;
+
+pub(crate) use handlers::handler_field;
+pub use handlers::{
+    DEFAULT_KILL_GRACE, DEFAULT_MAX_RESULT_BYTES, DEFAULT_TRANSIENT_EXIT_CODES, HandlerConfig, HandlerKind,
+    looks_secret,
+};
+
 /// Prefix of environment variables that override configuration fields.
 pub const ENV_PREFIX: &str = "TASKLINE_";
 
@@ -43,9 +51,6 @@ const SECTIONS: [&str; 4] = ["redis", "worker", "queues", "handlers"];
 
 /// The error for an array anywhere: no field of the configuration takes one.
 const ARRAY_MESSAGE: &str = "invalid type: array, expected a table or a single value";
-
-/// Longest handler (job) name accepted, in bytes; the client's limit.
-const MAX_HANDLER_NAME_LEN: usize = 200;
 
 /// A configuration that cannot be used: where it is and what is wrong.
 ///
@@ -67,7 +72,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self { file: UNLOADED_FILE.into(), field: field.into(), message: message.into() }
     }
 
@@ -379,55 +384,6 @@ impl RetentionConfig {
     }
 }
 
-/// A built-in handler for one job name (`[handlers.<job name>]`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HandlerConfig {
-    /// The queue whose jobs of this name it runs; must be a configured queue.
-    pub queue: String,
-    /// What the handler does.
-    pub kind: HandlerKind,
-    /// Per-attempt timeout of jobs that set none; `None` falls back to the
-    /// queue's `timeout`.
-    #[serde(default, deserialize_with = "optional_duration")]
-    pub timeout: Option<Duration>,
-    /// Newest payload version the handler understands; newer jobs are
-    /// released back (see `worker.version_retry_delay`). `None` accepts all.
-    #[serde(default)]
-    pub max_version: Option<u32>,
-}
-
-/// The kind of a built-in handler (`kind = "..."`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum HandlerKind {
-    /// `"simulate"`: a handler for demos, tests and benchmarks whose payload
-    /// says what to do (sleep, fail, panic, return a result).
-    Simulate,
-}
-
-impl HandlerKind {
-    /// Every kind, by its name in the configuration file.
-    pub const ALL: [HandlerKind; 1] = [HandlerKind::Simulate];
-
-    /// The name used in the configuration file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Simulate => "simulate",
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for HandlerKind {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(d)?;
-        Self::ALL.into_iter().find(|k| k.as_str() == name).ok_or_else(|| {
-            let known: Vec<String> = Self::ALL.iter().map(|k| format!("{:?}", k.as_str())).collect();
-            de::Error::custom(format!("unknown handler kind {name:?}; the kinds are {}", known.join(", ")))
-        })
-    }
-}
-
 impl Config {
     /// Loads `path`, applies the `TASKLINE_*` overrides of the process
     /// environment, and validates the result.
@@ -598,17 +554,7 @@ impl Config {
         }
 
         for (name, h) in &self.handlers {
-            let _ = writeln!(out, "\n[{}]", field_path(&["handlers", name]));
-            line(&mut out, "queue", &toml_string(&h.queue));
-            line(&mut out, "kind", &toml_string(h.kind.as_str()));
-            match h.timeout {
-                Some(t) => line(&mut out, "timeout", &toml_duration(t)),
-                None => out += "# timeout is not set: the queue's timeout applies\n",
-            }
-            match h.max_version {
-                Some(v) => line(&mut out, "max_version", &v.to_string()),
-                None => out += "# max_version is not set: every payload version is accepted\n",
-            }
+            h.write_toml(&mut out, name);
         }
         out
     }
@@ -740,34 +686,6 @@ impl QueueConfig {
                 field(&["priority_min_share"]),
                 format!("{share} must be between 0.0 (strict priority) and 0.5, e.g. 0.05 for one job in 20"),
             ));
-        }
-        Ok(())
-    }
-}
-
-impl HandlerConfig {
-    fn validate(&self, name: &str, queues: &BTreeMap<String, QueueConfig>) -> Result<(), ConfigError> {
-        if let Some(problem) = plain_name_problem(name, MAX_HANDLER_NAME_LEN) {
-            return Err(ConfigError::new(
-                field_path(&["handlers", name]),
-                format!("invalid job name {name:?}: {problem}"),
-            ));
-        }
-        if !queues.contains_key(&self.queue) {
-            let known: Vec<&str> = queues.keys().map(String::as_str).collect();
-            return Err(ConfigError::new(
-                field_path(&["handlers", name, "queue"]),
-                format!(
-                    "a handler for no queue: {:?} is not a configured queue (configured: {}); \
-                     add a [{}] table or fix the name",
-                    self.queue,
-                    quoted_list(&known),
-                    field_path(&["queues", &self.queue])
-                ),
-            ));
-        }
-        if let Some(timeout) = self.timeout {
-            positive(&field_path(&["handlers", name, "timeout"]), timeout)?;
         }
         Ok(())
     }
@@ -908,7 +826,10 @@ fn convert_error(err: config::ConfigError, overrides: &EnvOverrides) -> ConfigEr
     // An index in the key means serde read an array as a struct's fields in
     // order; no field takes an array, so say that instead.
     if let Some((field, _)) = key.split_once('[') {
-        return overrides.attribute(ConfigError::new(field, ARRAY_MESSAGE));
+        // ...except a handler's list fields, whose elements have a type.
+        let list_field = field.rsplit('.').next().is_some_and(|leaf| handlers::ARRAY_FIELDS.contains(&leaf));
+        let message = if list_field { format!("an element: {message}") } else { ARRAY_MESSAGE.to_string() };
+        return overrides.attribute(ConfigError::new(field, message));
     }
     let join = |leaf: &str| if key.is_empty() { leaf.to_string() } else { format!("{key}.{leaf}") };
     let converted = match message.strip_prefix("unknown field `").and_then(|r| r.split_once('`')) {
@@ -943,6 +864,11 @@ fn first_array(tree: config::Map<String, config::Value>) -> Option<String> {
     let mut stack: Vec<(Vec<String>, config::Value)> = tree.into_iter().map(|(k, v)| (vec![k], v)).collect();
     while let Some((path, value)) = stack.pop() {
         match value.kind {
+            // A handler's list fields (`args`, ...) are the only arrays.
+            config::ValueKind::Array(_)
+                if path.len() == 3
+                    && path[0] == "handlers"
+                    && handlers::ARRAY_FIELDS.contains(&path[2].as_str()) => {}
             config::ValueKind::Array(_) => {
                 return Some(field_path(&path.iter().map(String::as_str).collect::<Vec<_>>()));
             }
@@ -1173,7 +1099,7 @@ fn toml_string(s: &str) -> String {
 
 /// A dotted key with segments quoted where TOML needs it:
 /// `queues."billing.v2".weight`.
-fn field_path(parts: &[&str]) -> String {
+pub(crate) fn field_path(parts: &[&str]) -> String {
     let bare =
         |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     parts.iter().map(|p| if bare(p) { p.to_string() } else { toml_string(p) }).collect::<Vec<_>>().join(".")

@@ -35,14 +35,26 @@
 //! - [`health`]: the `/metrics`, `/healthz` and `/readyz` HTTP server.
 //! - [`waiter`]: the blocking idle wait with its watchdog.
 //! - [`simulate`]: the built-in `simulate` handler kind.
+//! - [`http`]: the `http` handler kind (POST to an endpoint).
+//! - [`command`]: the `command` handler kind (run a program), with
+//!   [`process_group`] to stop its processes together.
+//! - `builtin`: builds the handlers configured in TOML.
+//! - [`interpolate`]: `${NAME}` references in configured values.
+//! - [`output`]: results and error text of external handlers, size-limited.
 //! - [`logging`]: tracing setup (text or JSON).
 
+mod builtin;
+pub mod command;
 pub mod config;
 pub mod handler;
 pub mod health;
+pub mod http;
+pub mod interpolate;
 pub mod leases;
 pub mod logging;
 pub mod metrics;
+pub mod output;
+pub mod process_group;
 pub mod reaper;
 mod runner;
 pub mod sampler;

@@ -36,8 +36,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::config::{Config, HandlerKind};
-use crate::handler::{Handler, WithMaxVersion};
+use crate::builtin::Builtins;
+use crate::config::Config;
+use crate::handler::Handler;
 use crate::health::HealthServer;
 use crate::leases::{HeldLeases, LeaseRenewer};
 use crate::metrics::Metrics;
@@ -45,7 +46,6 @@ use crate::reaper::Reaper;
 use crate::runner;
 use crate::sampler::QueueSampler;
 use crate::scheduler::{QueueShare, Scheduler};
-use crate::simulate::SimulateHandler;
 use crate::waiter::{Waiter, WakeListener, Woken};
 
 /// How often an idle claimer looks at every queue although no wake token
@@ -181,15 +181,12 @@ impl WorkerBuilder {
         let config = self.config;
         config.validate()?;
         let mut handlers = self.handlers;
+        let mut builtins = Builtins::default();
         for (name, handler) in &config.handlers {
-            let max_version = handler.max_version.unwrap_or(u32::MAX);
-            let implementation: Arc<dyn Handler> = match handler.kind {
-                HandlerKind::Simulate => Arc::new(WithMaxVersion::new(SimulateHandler, max_version)),
-            };
             handlers.push(PendingHandler {
                 queue: handler.queue.clone(),
                 name: name.clone(),
-                handler: implementation,
+                handler: builtins.build(name, handler)?,
                 timeout: handler.timeout,
             });
         }

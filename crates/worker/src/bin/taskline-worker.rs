@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use taskline_worker::config::LogFormat;
-use taskline_worker::{Config, Worker, logging};
+use taskline_worker::{Config, Worker, WorkerError, logging};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -43,6 +43,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Building checks what only the running machine can tell (variables
+    // that `${NAME}` references, programs on PATH), so --check-config
+    // builds too. Nothing connects to Redis yet.
+    let worker = match Worker::builder(config.clone()).build() {
+        Ok(worker) => worker,
+        Err(WorkerError::Config(mut err)) => {
+            err.file = args.config.display().to_string();
+            eprintln!("taskline-worker: invalid configuration: {err}");
+            return ExitCode::from(2);
+        }
+        Err(err) => {
+            eprintln!("taskline-worker: cannot build the worker: {err}");
+            return ExitCode::from(2);
+        }
+    };
     if args.check_config {
         println!("{}", config.redacted());
         eprintln!("taskline-worker: {} is valid", args.config.display());
@@ -57,7 +72,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(worker)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!(error = format!("{err:#}"), "worker failed");
@@ -66,8 +81,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
-    let worker = Worker::builder(config).build().context("cannot build the worker")?;
+async fn run(worker: Worker) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let hurry = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone(), hurry.clone()));

@@ -252,9 +252,9 @@ fn invalid_values_are_rejected_naming_the_file_and_the_field() {
         ("[queues.q]\n[handlers.send]\nkind = \"simulate\"", "handlers.send.queue", "required"),
         ("[queues.q]\n[handlers.send]\nqueue = \"q\"", "handlers.send.kind", "required"),
         (
-            "[queues.q]\n[handlers.send]\nqueue = \"q\"\nkind = \"http\"",
+            "[queues.q]\n[handlers.send]\nqueue = \"q\"\nkind = \"grpc\"",
             "handlers.send.kind",
-            "unknown handler kind \"http\"",
+            "unknown handler kind \"grpc\"; the kinds are \"simulate\", \"http\", \"command\"",
         ),
         (
             "[queues.q]\n[handlers.\"two words\"]\nqueue = \"q\"\nkind = \"simulate\"",
@@ -336,8 +336,8 @@ fn unknown_fields_are_rejected_naming_them() {
         ("[queues.q]\nbackoff = { jiter = \"full\" }", "queues.q.backoff.jiter"),
         ("[queues.q.retention]\nkeep = 1", "queues.q.retention.keep"),
         (
-            "[queues.q]\n[handlers.h]\nqueue = \"q\"\nkind = \"simulate\"\nurl = \"http://x\"",
-            "handlers.h.url",
+            "[queues.q]\n[handlers.h]\nqueue = \"q\"\nkind = \"simulate\"\nendpoint = \"http://x\"",
+            "handlers.h.endpoint",
         ),
     ];
     for (text, field) in cases {
@@ -633,7 +633,7 @@ fn mutations_of_the_example_never_panic() {
 
 #[test]
 fn handler_kinds_are_listed() {
-    assert_eq!(HandlerKind::ALL.map(HandlerKind::as_str), ["simulate"]);
+    assert_eq!(HandlerKind::ALL.map(HandlerKind::as_str), ["simulate", "http", "command"]);
 }
 
 // ---------------------------------------------------------------------------

@@ -1,13 +1,17 @@
 //! Integration tests of the worker runtime against real `redis-server`
 //! processes: in-process workers with Rust handlers (`runtime`) and real
 //! `taskline-worker` processes killed and signalled (`process`), the
-//! metrics and health endpoints (`metrics`), and the
-//! configuration loader (`config`).
+//! metrics and health endpoints (`metrics`), the configuration loader
+//! (`config`), flow control (`flow`), the `http` and `command` handler
+//! kinds against real local servers and child processes (`http`,
+//! `command`).
 
 mod support;
 
+mod command;
 mod config;
 mod flow;
+mod http;
 mod metrics;
 mod process;
 mod runtime;

@@ -16,7 +16,8 @@ use taskline::{Client, Job, JobId, JobState, NewJob};
 use taskline_testkit::RedisServer;
 
 use crate::support::{
-    WorkerProcess, assert_sound, drained, eventually, redis_with_aof, worker_binary, write_file,
+    WorkerProcess, assert_sound, drained, eventually, redis_with_aof, worker_binary, worker_command,
+    write_file,
 };
 
 const SEC: Duration = Duration::from_secs(1);
@@ -65,14 +66,7 @@ async fn wait_log(worker: &WorkerProcess, text: &str, limit: Duration) {
 /// test's own `TASKLINE_*` variables are removed so that no override
 /// changes what the file says.
 fn run_binary(args: &[&str]) -> Output {
-    let mut command = Command::new(worker_binary());
-    command.args(args).env_remove("RUST_BACKTRACE").stdin(Stdio::null());
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("TASKLINE_") {
-            command.env_remove(key);
-        }
-    }
-    command.output().expect("run taskline-worker")
+    worker_command(args, &[]).output().expect("run taskline-worker")
 }
 
 /// Like [`WorkerProcess::spawn`], with `--json-logs`.

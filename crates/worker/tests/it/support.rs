@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use taskline::{Client, Counts};
+use taskline::{Client, Counts, Job, JobId, JobState};
 use taskline_testkit::RedisServer;
-use taskline_worker::{Config, Worker, WorkerBuilder, WorkerReport};
+use taskline_worker::{Config, ConfigError, Worker, WorkerBuilder, WorkerError, WorkerReport};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -171,4 +171,50 @@ impl Drop for WorkerProcess {
 /// Starts a private Redis with AOF (fsync always), for restart tests.
 pub fn redis_with_aof() -> RedisServer {
     RedisServer::builder().appendonly(true).appendfsync("always").start()
+}
+
+/// Waits until job `id` of `queue` has settled for now: completed, dead,
+/// or delayed after a failed attempt; returns it.
+pub async fn settled(client: &Client, queue: &str, id: &JobId) -> Job {
+    eventually(&format!("job {id} settles"), Duration::from_secs(15), || async {
+        client.get_job(queue, id).await.is_ok_and(|j| {
+            matches!(j.state, JobState::Completed | JobState::Dead)
+                || (j.state == JobState::Delayed && !j.errors.is_empty())
+        })
+    })
+    .await;
+    client.get_job(queue, id).await.expect("get_job")
+}
+
+/// A `taskline-worker ARGS` command with the test's own `TASKLINE_*`
+/// variables removed (so no override changes what a file says) and `env`
+/// added.
+pub fn worker_command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(worker_binary());
+    command.args(args).env_remove("RUST_BACKTRACE").stdin(Stdio::null());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("TASKLINE_") {
+            command.env_remove(key);
+        }
+    }
+    command.envs(env.iter().copied());
+    command
+}
+
+/// Asserts that handler `h` of `kind` on queue `q`, with the TOML lines
+/// `extra`, is refused (by loading, or else by building the worker, which
+/// checks what only the machine can tell) with an error on `field` whose
+/// message contains `message`.
+pub fn assert_handler_config_error(kind: &str, extra: &str, field: &str, message: &str) {
+    let text = format!("[queues.q]\n[handlers.h]\nqueue = \"q\"\nkind = \"{kind}\"\n{extra}\n");
+    let err: ConfigError = match Config::from_toml_str(&text) {
+        Err(err) => err,
+        Ok(config) => match Worker::builder(config).build() {
+            Err(WorkerError::Config(err)) => err,
+            Err(other) => panic!("{extra}: {other}"),
+            Ok(_) => panic!("{extra}: accepted"),
+        },
+    };
+    assert_eq!(err.field, field, "{extra}: {err}");
+    assert!(err.message.contains(message), "{extra}: {err}");
 }

@@ -4,12 +4,13 @@
 //! metrics and health endpoints (`metrics`), the configuration loader
 //! (`config`), flow control (`flow`), the `http` and `command` handler
 //! kinds against real local servers and child processes (`http`,
-//! `command`).
+//! `command`), and the container files (`containers`).
 
 mod support;
 
 mod command;
 mod config;
+mod containers;
 mod flow;
 mod http;
 mod metrics;

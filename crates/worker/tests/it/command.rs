@@ -218,10 +218,8 @@ sleep 300 &
 echo "$$ $!" > "$DIR/pids"
 wait"#,
     );
-    let extra = format!(
-        "timeout = \"300ms\"\nkill_grace = \"2s\"\nenv = {{ DIR = \"{}\" }}",
-        dir.path().display()
-    );
+    let extra =
+        format!("timeout = \"300ms\"\nkill_grace = \"2s\"\nenv = {{ DIR = \"{}\" }}", dir.path().display());
     let worker = RunningWorker::start_config(cmd_config(
         &server.url(),
         &command_handler("stubborn", &program, &extra),

@@ -1,8 +1,8 @@
 //! `kind = "http"` handlers against a real local HTTP server (axum on
 //! 127.0.0.1:0), a real `redis-server` and a real worker: every status
 //! class, the request headers, `Retry-After`, results, timeouts, connection
-//! errors, graceful shutdown, `${NAME}` expansion and its masking, and
-//! configuration errors.
+//! errors, graceful shutdown, HTTPS with certificate verification,
+//! `${NAME}` expansion and its masking, and configuration errors.
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -44,12 +44,34 @@ struct Endpoint {
 
 impl Endpoint {
     async fn start() -> Endpoint {
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let app = Router::new().route("/{scenario}", post(answer)).with_state(received.clone());
+        let (app, received) = app();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the endpoint");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("serve");
+        });
+        Endpoint { base, received, _server: server }
+    }
+
+    /// The same endpoint over HTTPS, with the certificate `tls` (for
+    /// 127.0.0.1, issued by the test CA).
+    async fn start_tls(tls: &TestCa) -> Endpoint {
+        let (app, received) = app();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the endpoint");
+        let base = format!("https://{}", listener.local_addr().expect("addr"));
+        let acceptor = tls.acceptor();
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    // A client that refuses the certificate ends here.
+                    let Ok(stream) = acceptor.accept(tcp).await else { return };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                });
+            }
         });
         Endpoint { base, received, _server: server }
     }
@@ -61,6 +83,12 @@ impl Endpoint {
     fn requests(&self, scenario: &str) -> Vec<Received> {
         self.received.lock().expect("lock").iter().filter(|r| r.scenario == scenario).cloned().collect()
     }
+}
+
+/// The endpoint's routes, and the list its requests are recorded in.
+fn app() -> (Router, Arc<Mutex<Vec<Received>>>) {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    (Router::new().route("/{scenario}", post(answer)).with_state(received.clone()), received)
 }
 
 /// `ok`: 200 with a JSON body. `text`: 200 with plain text. `big`: 200 with
@@ -298,6 +326,117 @@ async fn a_slow_endpoint_during_graceful_shutdown_is_released_not_lost() {
     assert_eq!(job.state, JobState::Ready, "{job:?}");
     assert!(job.errors.is_empty(), "the attempt is not spent: {:?}", job.errors);
     assert_eq!(client.counts("web").await.expect("counts").ready, 1);
+}
+
+// ---------------------------------------------------------------------------
+// TLS
+
+/// A certificate authority made by the `openssl` command, and a server
+/// certificate for 127.0.0.1 that it issued.
+struct TestCa {
+    dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    fn new() -> TestCa {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ext = write_file(
+            dir.path(),
+            "leaf.ext",
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        );
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let steps: [Vec<&str>; 3] = [
+            [&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"]].concat(),
+            [&["req"][..], &ec, &["-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=127.0.0.1"]]
+                .concat(),
+            vec![
+                "x509",
+                "-req",
+                "-in",
+                "leaf.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "leaf.pem",
+                "-days",
+                "2",
+                "-extfile",
+                ext.to_str().expect("utf-8"),
+            ],
+        ];
+        for (i, args) in steps.iter().enumerate() {
+            let mut command = std::process::Command::new("openssl");
+            command.args(args).current_dir(dir.path());
+            if i == 0 {
+                command.args(["-subj", "/CN=taskline test CA"]);
+            }
+            let out = command.output().expect("run openssl");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        TestCa { dir }
+    }
+
+    fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_file_iter(self.dir.path().join("leaf.pem"))
+            .expect("leaf.pem")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certificates");
+        let key = PrivateKeyDer::from_pem_file(self.dir.path().join("leaf.key")).expect("leaf.key");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server certificate");
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_endpoints_work_and_their_certificates_are_verified() {
+    let server = RedisServer::start();
+    let ca = TestCa::new();
+    let endpoint = Endpoint::start_tls(&ca).await;
+    let client = Client::connect(&server.url()).await.expect("connect");
+
+    // A worker that does not trust the test CA refuses the endpoint.
+    let worker = RunningWorker::start_config(web_config(
+        &server.url(),
+        &http_handler("send", &endpoint.url("ok"), ""),
+    ));
+    let refused = enqueue(&client, NewJob::new("send", &json!({})).expect("job")).await;
+    let refused = settled(&client, "web", &refused).await;
+    assert_eq!((refused.state, refused.errors[0].kind), (JobState::Delayed, FailureKind::Transient));
+    assert!(refused.errors[0].message.contains("certificate"), "{}", refused.errors[0].message);
+    assert!(endpoint.requests("ok").is_empty(), "nothing was sent without a trusted certificate");
+    worker.stop().await;
+
+    // A worker process that trusts it (SSL_CERT_FILE) completes the job.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = binary_config(dir.path(), &server.url(), &endpoint.url("ok"), "{}");
+    let log = dir.path().join("worker.log");
+    let ca_file = ca.ca_file();
+    let env = [("SSL_CERT_FILE", ca_file.to_str().expect("utf-8"))];
+    let mut command = worker_command(&["--config", path.to_str().expect("utf-8")], &env);
+    command.env("RUST_LOG", "info").stdout(Stdio::null()).stderr(std::fs::File::create(&log).expect("log"));
+    let mut worker = WorkerProcess { child: command.spawn().expect("spawn taskline-worker"), log };
+    let id = enqueue(&client, NewJob::new("send", &json!({"over": "tls"})).expect("job")).await;
+    let job = settled(&client, "web", &id).await;
+    assert_eq!(job.state, JobState::Completed, "{job:?}");
+    assert_eq!(endpoint.requests("ok").len(), 1);
+    worker.signal("TERM");
+    assert!(worker.wait_exit(10 * SEC).success());
 }
 
 // ---------------------------------------------------------------------------

@@ -76,7 +76,7 @@ impl CommandHandler {
             ));
         }
         let mut env = Vec::new();
-        for (var, template) in &config.env {
+        for (var, template) in config.env.iter() {
             let value =
                 interpolate::expand_env(template).map_err(|m| ConfigError::new(field(&["env", var]), m))?;
             env.push((var.clone(), value));

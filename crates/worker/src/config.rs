@@ -32,8 +32,8 @@ mod handlers;
 
 pub(crate) use handlers::handler_field;
 pub use handlers::{
-    DEFAULT_KILL_GRACE, DEFAULT_MAX_RESULT_BYTES, DEFAULT_TRANSIENT_EXIT_CODES, HandlerConfig, HandlerKind,
-    looks_secret,
+    DEFAULT_KILL_GRACE, DEFAULT_MAX_RESULT_BYTES, DEFAULT_TRANSIENT_EXIT_CODES, EndpointUrl, HandlerConfig,
+    HandlerKind, NamedValues, looks_secret,
 };
 
 /// Prefix of environment variables that override configuration fields.

@@ -61,7 +61,7 @@ impl HttpHandler {
         let url =
             Url::parse(raw).map_err(|e| ConfigError::new(field(&["url"]), format!("not a URL: {e}")))?;
         let mut headers = HeaderMap::new();
-        for (header, template) in &config.headers {
+        for (header, template) in config.headers.iter() {
             let at = || field(&["headers", header]);
             let value = interpolate::expand_env(template).map_err(|m| ConfigError::new(at(), m))?;
             // The expanded value is a secret's home: never print it.

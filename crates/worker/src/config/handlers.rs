@@ -16,8 +16,8 @@ use serde::de::{self, Deserializer};
 use taskline::names::plain_name_problem;
 
 use super::{
-    ConfigError, QueueConfig, field_path, line, optional_duration, positive, quoted_list, toml_duration,
-    toml_string,
+    ConfigError, QueueConfig, field_path, format_duration, line, optional_duration, positive, quoted_list,
+    toml_duration, toml_string,
 };
 use crate::interpolate;
 
@@ -61,11 +61,11 @@ pub struct HandlerConfig {
 
     /// `http`: where the job is POSTed (`http://` or `https://`).
     #[serde(default)]
-    pub url: Option<String>,
+    pub url: Option<EndpointUrl>,
     /// `http`: extra request headers. Values may reference environment
     /// variables as `${NAME}`; they are expanded at start and never printed.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: NamedValues,
 
     /// `command`: the program to run, a path or a name looked up on `PATH`.
     #[serde(default)]
@@ -76,7 +76,7 @@ pub struct HandlerConfig {
     /// `command`: environment variables of the child, on top of the few it
     /// inherits; values may reference `${NAME}` like `headers`.
     #[serde(default)]
-    pub env: BTreeMap<String, String>,
+    pub env: NamedValues,
     /// `command`: the child's working directory; `None` keeps the worker's.
     #[serde(default)]
     pub working_dir: Option<PathBuf>,
@@ -94,6 +94,52 @@ pub struct HandlerConfig {
     /// the job's result; `None` means [`DEFAULT_MAX_RESULT_BYTES`].
     #[serde(default)]
     pub max_result_bytes: Option<usize>,
+}
+
+/// An http handler's `url`. `Debug` masks a password in it, as
+/// `--check-config` does.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct EndpointUrl(pub String);
+
+impl std::ops::Deref for EndpointUrl {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for EndpointUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&super::mask_url(&self.0), f)
+    }
+}
+
+/// Named text values (`headers`, `env`): the values as written, `${NAME}`
+/// references unexpanded. `Debug` masks the values of secret-looking names
+/// (see [`looks_secret`]), as `--check-config` does.
+#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(transparent)]
+pub struct NamedValues(pub BTreeMap<String, String>);
+
+impl std::ops::Deref for NamedValues {
+    type Target = BTreeMap<String, String>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for NamedValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.0.iter().map(|(k, v)| (k, shown_value(k, v)))).finish()
+    }
+}
+
+/// `value` as it may be shown: masked when `name` looks secret.
+fn shown_value<'a>(name: &str, value: &'a str) -> &'a str {
+    if looks_secret(name) { "****" } else { value }
 }
 
 /// The kind of a built-in handler (`kind = "..."`).
@@ -246,7 +292,7 @@ impl HandlerConfig {
             ));
         };
         check_http_url(url).map_err(|message| ConfigError::new(field(&["url"]), message))?;
-        for (header, value) in &self.headers {
+        for (header, value) in self.headers.iter() {
             let at = || field(&["headers", header]);
             let lower = header.to_ascii_lowercase();
             if lower == "idempotency-key" || lower.starts_with("taskline-") {
@@ -279,7 +325,7 @@ impl HandlerConfig {
                 ));
             }
         }
-        for (var, value) in &self.env {
+        for (var, value) in self.env.iter() {
             let at = field(&["env", var]);
             if var.is_empty() || var.contains('=') || var.contains('\0') {
                 return Err(ConfigError::new(
@@ -322,7 +368,6 @@ impl HandlerConfig {
                     line(out, "url", &toml_string(&super::mask_url(url)));
                 }
                 line(out, "headers", &masked_table(&self.headers));
-                line(out, "max_result_bytes", &self.result_limit().to_string());
             }
             HandlerKind::Command => {
                 if let Some(program) = &self.program {
@@ -335,10 +380,35 @@ impl HandlerConfig {
                     Some(dir) => line(out, "working_dir", &toml_string(&dir.display().to_string())),
                     None => *out += "# working_dir is not set: the worker's working directory\n",
                 }
-                line(out, "kill_grace", &toml_duration(self.kill_grace_or_default()));
-                let codes: Vec<String> = self.transient_codes().iter().map(i32::to_string).collect();
-                line(out, "transient_exit_codes", &format!("[{}]", codes.join(", ")));
-                line(out, "max_result_bytes", &self.result_limit().to_string());
+                // Unset fields stay comments, so the text loads back equal.
+                match self.kill_grace {
+                    Some(grace) => line(out, "kill_grace", &toml_duration(grace)),
+                    None => {
+                        let _ =
+                            writeln!(out, "# kill_grace is not set: {}", format_duration(DEFAULT_KILL_GRACE));
+                    }
+                }
+                let codes = |codes: &[i32]| {
+                    format!("[{}]", codes.iter().map(i32::to_string).collect::<Vec<_>>().join(", "))
+                };
+                match &self.transient_exit_codes {
+                    Some(list) => line(out, "transient_exit_codes", &codes(list)),
+                    None => {
+                        let _ = writeln!(
+                            out,
+                            "# transient_exit_codes is not set: {}",
+                            codes(&DEFAULT_TRANSIENT_EXIT_CODES)
+                        );
+                    }
+                }
+            }
+        }
+        if self.kind != HandlerKind::Simulate {
+            match self.max_result_bytes {
+                Some(n) => line(out, "max_result_bytes", &n.to_string()),
+                None => {
+                    let _ = writeln!(out, "# max_result_bytes is not set: {DEFAULT_MAX_RESULT_BYTES}");
+                }
             }
         }
     }
@@ -353,13 +423,10 @@ pub(crate) fn handler_field(name: &str, leaf: &[&str]) -> String {
 }
 
 /// An inline TOML table of `values`, those of secret-looking names masked.
-fn masked_table(values: &BTreeMap<String, String>) -> String {
+fn masked_table(values: &NamedValues) -> String {
     let entries: Vec<String> = values
         .iter()
-        .map(|(key, value)| {
-            let shown = if looks_secret(key) { "****".to_string() } else { value.clone() };
-            format!("{} = {}", field_path(&[key]), toml_string(&shown))
-        })
+        .map(|(key, value)| format!("{} = {}", field_path(&[key]), toml_string(shown_value(key, value))))
         .collect();
     if entries.is_empty() { "{}".into() } else { format!("{{ {} }}", entries.join(", ")) }
 }

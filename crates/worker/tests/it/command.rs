@@ -82,7 +82,7 @@ pwd > "$OUT/$TASKLINE_JOB_ID.pwd"
 echo "{\"args\": \"$1 $2\", \"greeting\": \"$GREETING\"}""#,
     );
     let extra = format!(
-        "args = [\"one\", \"two words\"]\nenv = {{ OUT = \"{}\", GREETING = \"hi there\" }}\n\
+        "args = [\"one\", \"two words\"]\nenv = {{ OUT = \"{}\", GREETING = \"hi there\", SEARCH = \"p:${{PATH}}\" }}\n\
          working_dir = \"{}\"",
         out.display(),
         dir.path().display()
@@ -115,6 +115,8 @@ echo "{\"args\": \"$1 $2\", \"greeting\": \"$GREETING\"}""#,
             assert!(env.lines().any(|l| l == want), "{want} in the child's env:\n{env}");
         }
         assert!(!env.contains("TASKLINE_REDIS"), "the worker's own settings are not passed on:\n{env}");
+        let path = std::env::var("PATH").expect("PATH");
+        assert!(env.lines().any(|l| l == format!("SEARCH=p:{path}")), "${{PATH}} is expanded:\n{env}");
         let pwd = std::fs::read_to_string(out.join(format!("{id}.pwd"))).expect("pwd");
         assert_eq!(Path::new(pwd.trim()), dir.path().canonicalize().expect("canonical"));
     }

@@ -532,3 +532,29 @@ fn bad_http_handler_configs_are_refused_naming_the_field() {
         assert_handler_config_error("http", extra, field, message);
     }
 }
+
+#[test]
+fn handler_tables_print_with_secrets_masked_and_load_back() {
+    let text = "[queues.q]\n\
+        [handlers.h]\nqueue = \"q\"\nkind = \"http\"\nurl = \"https://u:pw@mailer.internal/jobs\"\n\
+        headers = { Authorization = \"Bearer literal-secret\", X-Tenant = \"acme-${TENANT}\" }\n\
+        [handlers.c]\nqueue = \"q\"\nkind = \"command\"\nprogram = \"sh\"\nargs = [\"-c\", \"exit 0\"]\n\
+        env = { API_KEY = \"k-123\", MODE = \"fast\" }\ntransient_exit_codes = [75, 111]\n";
+    let config = Config::from_toml_str(text).unwrap_or_else(|e| panic!("{e}"));
+    let printed = config.redacted();
+    let debug = format!("{config:?}");
+    for shown in [&printed, &debug] {
+        for secret in ["literal-secret", "k-123", "pw@"] {
+            assert!(!shown.contains(secret), "{secret} leaks:\n{shown}");
+        }
+    }
+    assert!(printed.contains("X-Tenant = \"acme-${TENANT}\""), "{printed}");
+    assert!(printed.contains("# kill_grace is not set: 5s"), "{printed}");
+    assert!(printed.contains("transient_exit_codes = [75, 111]"), "{printed}");
+
+    // Without secret-looking names the printed text loads back equal.
+    let plain = text.replace("Authorization", "X-Plain").replace("API_KEY", "REGION").replace("u:pw@", "");
+    let config = Config::from_toml_str(&plain).unwrap_or_else(|e| panic!("{e}"));
+    let printed = config.redacted();
+    assert_eq!(Config::from_toml_str(&printed).unwrap_or_else(|e| panic!("{e}\n{printed}")), config);
+}

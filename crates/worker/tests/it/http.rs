@@ -4,12 +4,13 @@
 //! errors, graceful shutdown, HTTPS with certificate verification,
 //! `${NAME}` expansion and its masking, and configuration errors.
 
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -29,6 +30,8 @@ const SEC: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 struct Received {
     scenario: String,
+    /// The client's address: one per connection.
+    peer: SocketAddr,
     headers: HeaderMap,
     body: String,
     at: Instant,
@@ -48,6 +51,7 @@ impl Endpoint {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the endpoint");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let server = tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             axum::serve(listener, app).await.expect("serve");
         });
         Endpoint { base, received, _server: server }
@@ -62,8 +66,9 @@ impl Endpoint {
         let acceptor = tls.acceptor();
         let server = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { return };
-                let (acceptor, app) = (acceptor.clone(), app.clone());
+                let Ok((tcp, peer)) = listener.accept().await else { return };
+                let acceptor = acceptor.clone();
+                let app = app.clone().layer(axum::Extension(ConnectInfo(peer)));
                 tokio::spawn(async move {
                     // A client that refuses the certificate ends here.
                     let Ok(stream) = acceptor.accept(tcp).await else { return };
@@ -98,13 +103,14 @@ fn app() -> (Router, Arc<Mutex<Vec<Received>>>) {
 /// after 30 s.
 async fn answer(
     State(received): State<Arc<Mutex<Vec<Received>>>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(scenario): Path<String>,
     headers: HeaderMap,
     body: String,
 ) -> Response {
     let calls = {
         let mut list = received.lock().expect("lock");
-        list.push(Received { scenario: scenario.clone(), headers, body, at: Instant::now() });
+        list.push(Received { scenario: scenario.clone(), peer, headers, body, at: Instant::now() });
         list.iter().filter(|r| r.scenario == scenario).count()
     };
     let (kind, code) = scenario.split_once('-').unwrap_or((scenario.as_str(), "200"));
@@ -181,6 +187,15 @@ async fn a_2xx_completes_with_the_json_body_as_result_and_the_request_carries_th
     assert_eq!(header(request, "taskline-payload-version"), "3");
     assert_eq!(header(request, "taskline-correlation-id"), "flow-42");
     assert!(header(request, "user-agent").starts_with("taskline-worker/"));
+
+    // Later jobs reuse the pooled connection.
+    for n in 0..3 {
+        let id = enqueue(&client, NewJob::new("send", &json!({"n": n})).expect("job")).await;
+        assert_eq!(settled(&client, "web", &id).await.state, JobState::Completed);
+    }
+    let peers: Vec<SocketAddr> = endpoint.requests("ok").iter().map(|r| r.peer).collect();
+    assert_eq!(peers.len(), 4);
+    assert!(peers.iter().all(|p| *p == peers[0]), "one connection for every request: {peers:?}");
     worker.stop().await;
 }
 

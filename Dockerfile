@@ -13,14 +13,20 @@
 FROM rust:1-bookworm AS builder
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --workspace --bins
+# The registry and target/ are BuildKit caches, kept between builds; the
+# binaries are copied out of the cache in the same step.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --workspace --bins \
+    && mkdir -p /out \
+    && cp target/release/taskline-worker target/release/taskline /out/
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin taskline
-COPY --from=builder /src/target/release/taskline-worker /src/target/release/taskline /usr/local/bin/
+COPY --from=builder /out/taskline-worker /out/taskline /usr/local/bin/
 COPY config/worker.toml /app/config/worker.toml
 WORKDIR /app
 USER taskline:taskline

@@ -3,7 +3,7 @@
 //! Every kind shares `queue`, `kind`, `timeout` and `max_version`; the other
 //! fields belong to one kind each (`url` to `"http"`, `program` to
 //! `"command"`, ...). They are flat fields of one table, as users write
-//! them, and [`HandlerConfig::validate`] refuses a field that belongs to
+//! them, and [`crate::config::Config::validate`] refuses a field that belongs to
 //! another kind, naming it.
 
 use std::collections::BTreeMap;

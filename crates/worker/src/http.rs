@@ -80,11 +80,13 @@ impl HttpHandler {
     }
 
     fn request(&self, ctx: &JobContext, payload: String) -> RequestBuilder {
+        // Configured headers replace the default Content-Type; the job's
+        // headers cannot be configured (validation refuses them).
         self.client
             .post(self.url.clone())
+            .header(CONTENT_TYPE, "application/json")
             .headers(self.headers.clone())
             .headers(job_headers(ctx))
-            .header(CONTENT_TYPE, "application/json")
             .body(payload)
     }
 }

@@ -295,3 +295,37 @@ async fn a_handler_reporting_rate_limiting_defers_the_job_and_holds_the_queue() 
     worker.stop().await;
     assert_sound(&client, "q").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_stops_new_starts_in_every_worker_while_running_jobs_finish() {
+    let server = RedisServer::start();
+    let client = Client::connect(&server.url()).await.expect("connect");
+    let body = "[queues.q]\nconcurrency = 2\n\n[handlers.sim]\nqueue = \"q\"\nkind = \"simulate\"\n";
+    let workers: Vec<RunningWorker> =
+        (0..2).map(|_| RunningWorker::start_config(config(&server.url(), body))).collect();
+    let running = enqueue_all(&client, "q", (0..4).map(|_| sim(600)).collect()).await;
+    eventually("all four run", 10 * SEC, || async { client.counts("q").await.is_ok_and(|c| c.active == 4) })
+        .await;
+
+    client.pause("q").await.expect("pause");
+    let waiting = enqueue_all(&client, "q", (0..4).map(|_| sim(1)).collect()).await;
+    let finished = jobs(&client, "q", &running).await;
+    eventually("the running jobs finish", 10 * SEC, || async {
+        client.counts("q").await.is_ok_and(|c| c.completed == 4)
+    })
+    .await;
+    tokio::time::sleep(SEC).await;
+    let counts = client.counts("q").await.expect("counts");
+    assert_eq!((counts.ready, counts.active), (4, 0), "nothing started while paused: {counts:?}");
+    assert!(finished.iter().all(|j| j.finished_at.is_none()), "they were still running at the pause");
+
+    client.resume("q").await.expect("resume");
+    let counts = drained(&client, "q", 10 * SEC).await;
+    assert_eq!(counts.completed, 8, "{counts:?}");
+    let resumed = jobs(&client, "q", &waiting).await;
+    assert!(resumed.iter().all(|j| j.finished_at.is_some()));
+    for worker in workers {
+        worker.stop().await;
+    }
+    assert_sound(&client, "q").await;
+}

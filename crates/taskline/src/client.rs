@@ -45,6 +45,8 @@ pub struct ClientOptions {
     pub prefix: String,
     /// Largest payload or result accepted, in bytes (default 512 KiB).
     pub max_payload_bytes: usize,
+    /// Largest checkpoint accepted, in bytes (default 64 KiB).
+    pub max_checkpoint_bytes: usize,
     /// Attempts of a job that does not set its own (default 5), for queues
     /// without an entry in `queues`. Applied when failures are recorded, so
     /// it is the recording client's (the worker's) setting that counts.
@@ -83,6 +85,7 @@ impl Default for ClientOptions {
         Self {
             prefix: "taskline".into(),
             max_payload_bytes: 512 * 1024,
+            max_checkpoint_bytes: 64 * 1024,
             default_max_attempts: 5,
             unique_backstop: Duration::from_secs(24 * 3600),
             retention: Retention::default(),
@@ -180,7 +183,8 @@ impl ClientBuilder {
         )
         .await
         .map_err(|_| Error::ConnectTimeout(options.connection_timeout))??;
-        Ok(Client { inner: Arc::new(Inner { conn, options, registered: Mutex::new(HashSet::new()) }) })
+        let inner = Inner { conn, options, registered: Mutex::new(HashSet::new()), url: self.url };
+        Ok(Client { inner: Arc::new(inner) })
     }
 }
 
@@ -197,6 +201,9 @@ struct Inner {
     options: ClientOptions,
     /// Queues this client has already added to the registry set.
     registered: Mutex<HashSet<String>>,
+    /// The URL it connected to, for the dedicated connections of blocking
+    /// reads (`watch`). Never logged: it may hold a password.
+    url: String,
 }
 
 impl std::fmt::Debug for Client {
@@ -222,6 +229,11 @@ impl Client {
     /// The options in force.
     pub fn options(&self) -> &ClientOptions {
         &self.inner.options
+    }
+
+    /// The Redis URL this client connected to (may hold a password).
+    pub(crate) fn url(&self) -> &str {
+        &self.inner.url
     }
 
     /// A clone of the shared connection, for commands outside scripts.

@@ -25,6 +25,7 @@
 //! - [`producer`]: `enqueue` and `enqueue_bulk`.
 //! - [`protocol`]: the worker side: `claim`, `complete`, `fail`, `extend`,
 //!   `release`, `reap`, all fenced by lease tokens and safe to resend.
+//! - [`progress`]: progress reports and checkpoints of a running job.
 //! - [`admin`]: `get_job`, `counts`, `replay`, `pause`, `resume`.
 //! - [`doctor`]: the invariant checker (every job in exactly one place).
 //! - [`operator`]: what the `taskline` CLI needs: queue summaries, purge
@@ -52,6 +53,7 @@ pub mod keys;
 pub mod names;
 pub mod operator;
 pub mod producer;
+pub mod progress;
 pub mod protocol;
 mod reply;
 mod scripts;
@@ -70,6 +72,7 @@ pub use operator::dead::{DeadFilter, DeadMatches};
 pub use operator::events::{Event, EventFollower};
 pub use operator::{Drained, Purged, QueueSummary};
 pub use producer::EnqueueOutcome;
+pub use progress::Progress;
 pub use protocol::{
     Claim, ClaimOptions, ClaimedJob, Completion, Extended, FailOutcome, Failure, FlowLimit, Lease, Reaped,
     Released,

@@ -414,7 +414,7 @@ impl Client {
 
 impl Client {
     /// The leading arguments of every outcome script: prefix, cap, id, token.
-    fn outcome_args(&self, keys: &QueueKeys, lease: &Lease) -> Args {
+    pub(crate) fn outcome_args(&self, keys: &QueueKeys, lease: &Lease) -> Args {
         let mut args = Args::default();
         args.text(keys.prefix())
             .push(self.options().events_max_len)
@@ -534,7 +534,7 @@ fn read_claim(reply: &mut Reply, queue: &str, default_max_attempts: u32) -> Resu
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary.
-fn truncate(text: &str, max: usize) -> &str {
+pub(crate) fn truncate(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }

@@ -21,6 +21,7 @@ const INCLUDES: &[(&str, &str)] = &[
     ("flow", include_str!("../../../lua/includes/flow.lua")),
     ("groups", include_str!("../../../lua/includes/groups.lua")),
     ("claim_jobs", include_str!("../../../lua/includes/claim_jobs.lua")),
+    ("running", include_str!("../../../lua/includes/running.lua")),
 ];
 
 /// Every operation script, by file stem.
@@ -38,6 +39,8 @@ pub(crate) const SOURCES: &[(&str, &str)] = &[
     ("drain", include_str!("../../../lua/drain.lua")),
     ("trim", include_str!("../../../lua/trim.lua")),
     ("settings", include_str!("../../../lua/settings.lua")),
+    ("progress", include_str!("../../../lua/progress.lua")),
+    ("checkpoint", include_str!("../../../lua/checkpoint.lua")),
 ];
 
 /// The loaded scripts, one field per operation.
@@ -55,6 +58,8 @@ pub(crate) struct Scripts {
     pub drain: Script,
     pub trim: Script,
     pub settings: Script,
+    pub progress: Script,
+    pub checkpoint: Script,
 }
 
 /// The scripts, assembled once per process.
@@ -74,6 +79,8 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
         drain: load("drain"),
         trim: load("trim"),
         settings: load("settings"),
+        progress: load("progress"),
+        checkpoint: load("checkpoint"),
     }
 });
 

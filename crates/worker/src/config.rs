@@ -179,6 +179,13 @@ pub struct WorkerSettings {
     /// Bound of each queue's event stream; 0 disables events
     /// ([`taskline::ClientOptions::events_max_len`]).
     pub events_max_len: u64,
+    /// Least time between two progress writes of one job: a handler's
+    /// `ctx.progress` calls in between are coalesced, the latest kept.
+    #[serde(deserialize_with = "duration")]
+    pub progress_interval: Duration,
+    /// Size limit in bytes of one checkpoint (`ctx.checkpoint`)
+    /// ([`taskline::ClientOptions::max_checkpoint_bytes`]).
+    pub max_checkpoint_bytes: usize,
     /// Log line format.
     pub log_format: LogFormat,
     /// Whether job payloads appear in logs (they may hold personal data).
@@ -210,6 +217,8 @@ impl Default for WorkerSettings {
             claim_batch: 10,
             max_payload_bytes: 512 * 1024,
             events_max_len: 10_000,
+            progress_interval: Duration::from_millis(250),
+            max_checkpoint_bytes: 64 * 1024,
             log_format: LogFormat::Text,
             log_payloads: false,
             version_retry_delay: Duration::from_secs(30),
@@ -507,6 +516,8 @@ impl Config {
         line(&mut out, "claim_batch", &w.claim_batch.to_string());
         line(&mut out, "max_payload_bytes", &w.max_payload_bytes.to_string());
         line(&mut out, "events_max_len", &w.events_max_len.to_string());
+        line(&mut out, "progress_interval", &toml_duration(w.progress_interval));
+        line(&mut out, "max_checkpoint_bytes", &w.max_checkpoint_bytes.to_string());
         line(&mut out, "log_format", &toml_string(w.log_format.as_str()));
         line(&mut out, "log_payloads", &w.log_payloads.to_string());
         line(&mut out, "version_retry_delay", &toml_duration(w.version_retry_delay));
@@ -626,6 +637,10 @@ impl WorkerSettings {
         at_least_one("worker.claim_batch", self.claim_batch)?;
         if self.max_payload_bytes == 0 {
             return Err(ConfigError::new("worker.max_payload_bytes", "must be at least 1"));
+        }
+        positive("worker.progress_interval", self.progress_interval)?;
+        if self.max_checkpoint_bytes == 0 {
+            return Err(ConfigError::new("worker.max_checkpoint_bytes", "must be at least 1"));
         }
         positive("worker.version_retry_delay", self.version_retry_delay)
     }

@@ -4,11 +4,15 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use taskline::{FailureKind, JobId};
+use taskline::{FailureKind, JobId, Progress};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+use crate::progress::JobReporter;
 
 /// A boxed, sendable future: what [`Handler::handle`] returns.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -119,11 +123,15 @@ pub struct JobContext {
     pub version: u32,
     /// The producer's correlation id, if any.
     pub correlation_id: Option<String>,
-    /// The last checkpoint an earlier attempt saved, if any (JSON).
+    /// The last checkpoint an earlier attempt saved, if any (JSON); decode
+    /// it with [`JobContext::resume_from`].
     pub checkpoint: Option<String>,
     /// This worker process's instance id.
     pub worker: String,
     pub(crate) cancel: CancellationToken,
+    /// Writes progress and checkpoints; `None` outside a real run (unit
+    /// tests of handlers).
+    pub(crate) reporter: Option<Arc<JobReporter>>,
 }
 
 impl JobContext {
@@ -137,6 +145,52 @@ impl JobContext {
     /// True once the run is cancelled.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+
+    /// Reports that `done` of `total` `unit`s are done (`total` 0: not
+    /// known). Cheap enough for a tight loop: calls are coalesced, and the
+    /// worker stores the latest report at most a few times per second
+    /// (`worker.progress_interval`) and once more when the handler returns,
+    /// so the stored value ends exact. Each stored report is also a
+    /// `progress` event on the queue's event stream.
+    pub fn progress(&self, done: u64, total: u64, unit: &str) {
+        self.report(Progress::new(done, total, unit));
+    }
+
+    /// [`JobContext::progress`] with a message about the current step.
+    pub fn progress_with_message(&self, done: u64, total: u64, unit: &str, message: impl Into<String>) {
+        self.report(Progress::new(done, total, unit).with_message(message));
+    }
+
+    fn report(&self, progress: Progress) {
+        if let Some(reporter) = &self.reporter {
+            reporter.report(progress);
+        }
+    }
+
+    /// Saves `state` (as JSON) so that the next attempt of this job, after
+    /// a failure, a lost lease or a release, starts from it
+    /// ([`JobContext::resume_from`]). Written at once, not coalesced: when
+    /// this returns `Ok` the checkpoint is stored. Fails with
+    /// [`taskline::Error::PayloadTooLarge`] over `worker.max_checkpoint_bytes`
+    /// (keep checkpoints small: an offset, a cursor, ids) and with
+    /// [`taskline::Error::LeaseLost`] when another attempt owns the job;
+    /// either converts into a transient [`JobError`] with `?`.
+    pub async fn checkpoint<T: Serialize + ?Sized>(&self, state: &T) -> taskline::Result<()> {
+        let json = serde_json::to_string(state).map_err(taskline::Error::InvalidPayload)?;
+        match &self.reporter {
+            Some(reporter) => reporter.checkpoint(&json).await,
+            None => Err(taskline::Error::InvalidOption {
+                option: "checkpoint",
+                reason: "this JobContext is not attached to a running job".into(),
+            }),
+        }
+    }
+
+    /// The checkpoint an earlier attempt saved, decoded; `Ok(None)` when
+    /// there is none (the first attempt, or nothing was saved).
+    pub fn resume_from<T: DeserializeOwned>(&self) -> Result<Option<T>, serde_json::Error> {
+        self.checkpoint.as_deref().map(serde_json::from_str).transpose()
     }
 }
 
@@ -259,6 +313,7 @@ mod tests {
             checkpoint: None,
             worker: "w".into(),
             cancel: CancellationToken::new(),
+            reporter: None,
         }
     }
 

@@ -28,6 +28,7 @@
 //! - [`worker`]: [`Worker`], its builder and the supervisor (shutdown order).
 //! - [`scheduler`]: slots, per-queue concurrency, weights and strict queues.
 //! - `runner`: one job's run and the recording of its outcome.
+//! - `progress`: coalesced progress writes and checkpoints of a running job.
 //! - [`leases`]: held leases and the [`leases::LeaseRenewer`] heartbeat.
 //! - [`reaper`]: recovery of expired leases.
 //! - [`metrics`]: the per-worker metrics registry and every metric name.
@@ -55,6 +56,7 @@ pub mod logging;
 pub mod metrics;
 pub mod output;
 pub mod process_group;
+mod progress;
 pub mod reaper;
 mod runner;
 pub mod sampler;

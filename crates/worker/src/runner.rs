@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::handler::{JobContext, JobError};
+use crate::progress::JobReporter;
 use crate::worker::Shared;
 
 /// How long a cancelled handler (timeout, lost lease, shutdown) may take to
@@ -94,6 +95,10 @@ async fn execute(shared: &Shared, queue: usize, job: &ClaimedJob) -> Outcome {
     let lost = CancellationToken::new();
     let cancel = lost.child_token();
     shared.leases.insert(job.lease.clone(), lost.clone());
+    let (reporter, flusher) =
+        JobReporter::new(shared.client.clone(), job.lease.clone(), shared.progress_interval);
+    let stop_flusher = CancellationToken::new();
+    let flusher = tokio::spawn(flusher.run(stop_flusher.clone()));
     let ctx = JobContext {
         id: job.lease.job_id.clone(),
         queue: job.lease.queue.clone(),
@@ -105,6 +110,7 @@ async fn execute(shared: &Shared, queue: usize, job: &ClaimedJob) -> Outcome {
         checkpoint: job.checkpoint.clone(),
         worker: shared.worker_id.clone(),
         cancel: cancel.clone(),
+        reporter: Some(Arc::new(reporter)),
     };
     // Its own task, so a panic is caught as a JoinError instead of taking
     // the worker down.
@@ -134,6 +140,14 @@ async fn execute(shared: &Shared, queue: usize, job: &ClaimedJob) -> Outcome {
         let _ = tokio::time::timeout(CANCEL_GRACE, &mut task).await;
     }
     task.abort();
+    // The last report lands before the outcome: once the job is completed
+    // or failed, its lease no longer admits progress writes.
+    stop_flusher.cancel();
+    if let Ok(flusher) = flusher.await
+        && !matches!(outcome, Outcome::Discard)
+    {
+        flusher.final_flush().await;
+    }
     shared.leases.remove(&job.lease.job_id);
     outcome
 }

@@ -121,6 +121,8 @@ pub(crate) struct Shared {
     pub version_retry_delay: Duration,
     pub max_version_retries: u32,
     pub log_payloads: bool,
+    /// Least time between two progress writes of one job.
+    pub progress_interval: Duration,
     /// Where outcomes, Redis errors and in-flight jobs are counted.
     pub metrics: Metrics,
     /// Cancelled at the start of shutdown: claim nothing more.
@@ -292,6 +294,7 @@ impl Worker {
             version_retry_delay: config.worker.version_retry_delay,
             max_version_retries: config.worker.max_version_retries,
             log_payloads: config.worker.log_payloads,
+            progress_interval: config.worker.progress_interval,
             metrics: metrics.clone(),
             stop_claiming: shutdown.child_token(),
             abort_jobs: CancellationToken::new(),
@@ -388,6 +391,7 @@ fn client_options(config: &Config) -> ClientOptions {
     ClientOptions {
         prefix: config.redis.prefix.clone(),
         max_payload_bytes: config.worker.max_payload_bytes,
+        max_checkpoint_bytes: config.worker.max_checkpoint_bytes,
         events_max_len: config.worker.events_max_len,
         response_timeout: config.redis.response_timeout,
         connection_timeout: config.redis.connection_timeout,

@@ -12,4 +12,5 @@ mod enqueue;
 mod faults;
 mod flow;
 mod lifecycle;
+mod progress;
 mod tls;

@@ -15,4 +15,5 @@ mod flow;
 mod http;
 mod metrics;
 mod process;
+mod progress;
 mod runtime;

@@ -16,4 +16,5 @@ mod http;
 mod metrics;
 mod process;
 mod progress;
+mod resume;
 mod runtime;

@@ -115,10 +115,16 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     /// Starts the binary with `--config path`, logs to `log`.
     pub fn spawn(config: &Path, log: &Path) -> WorkerProcess {
+        Self::spawn_with_env(config, log, &[])
+    }
+
+    /// [`WorkerProcess::spawn`] with extra environment variables.
+    pub fn spawn_with_env(config: &Path, log: &Path, env: &[(&str, &Path)]) -> WorkerProcess {
         let file = std::fs::File::create(log).expect("log file");
         let child = Command::new(worker_binary())
             .arg("--config")
             .arg(config)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .env_remove("RUST_BACKTRACE")
             .stdout(Stdio::null())

@@ -135,6 +135,34 @@ pub enum Error {
     /// Connecting took longer than allowed.
     #[error("could not connect to Redis within {0:?}; check the URL and that the server is up")]
     ConnectTimeout(Duration),
+
+    /// The job waited for died: it is in the dead letter queue.
+    #[error(
+        "job {id} in queue {queue} is dead ({reason}){}; inspect it with `taskline dlq show`, fix the cause, then replay it",
+        last_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+    )]
+    JobDead {
+        /// The job's queue.
+        queue: String,
+        /// The job id.
+        id: String,
+        /// Why it died (`permanent`, `attempts_exhausted`, ...).
+        reason: String,
+        /// The last attempt's error message, if one was recorded.
+        last_error: Option<String>,
+    },
+
+    /// The job did not finish within the wait. It goes on; nothing was
+    /// changed.
+    #[error("job {id} in queue {queue} did not finish within {waited:?}; it goes on: wait again or watch it")]
+    WaitTimedOut {
+        /// The job's queue.
+        queue: String,
+        /// The job id.
+        id: String,
+        /// How long the caller waited.
+        waited: Duration,
+    },
 }
 
 impl Error {

@@ -26,6 +26,8 @@
 //! - [`protocol`]: the worker side: `claim`, `complete`, `fail`, `extend`,
 //!   `release`, `reap`, all fenced by lease tokens and safe to resend.
 //! - [`progress`]: progress reports and checkpoints of a running job.
+//! - [`status`]: `job_status` and `wait_for`, for whoever waits on a job.
+//! - [`watch`]: `watch`, a stream of one job's progress and state changes.
 //! - [`admin`]: `get_job`, `counts`, `replay`, `pause`, `resume`.
 //! - [`doctor`]: the invariant checker (every job in exactly one place).
 //! - [`operator`]: what the `taskline` CLI needs: queue summaries, purge
@@ -57,6 +59,8 @@ pub mod progress;
 pub mod protocol;
 mod reply;
 mod scripts;
+pub mod status;
+pub mod watch;
 
 pub use admin::{Counts, Replayed};
 pub use backoff::{Backoff, Jitter};
@@ -77,3 +81,5 @@ pub use protocol::{
     Claim, ClaimOptions, ClaimedJob, Completion, Extended, FailOutcome, Failure, FlowLimit, Lease, Reaped,
     Released,
 };
+pub use status::JobStatus;
+pub use watch::{JobUpdate, JobWatch};

@@ -14,3 +14,4 @@ mod flow;
 mod lifecycle;
 mod progress;
 mod tls;
+mod watch;

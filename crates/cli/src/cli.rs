@@ -86,6 +86,25 @@ pub enum Command {
 
     /// Show a queue's latest lifecycle events, and with --follow the new ones as they happen.
     Events(EventsArgs),
+
+    /// Serve job status, live progress (Server-Sent Events, WebSocket) and enqueue over HTTP,
+    /// plus a demo page at /.
+    Serve(ServeArgs),
+}
+
+/// `taskline serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Any address but loopback requires a token.
+    #[arg(long, env = "TASKLINE_SERVE_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: std::net::SocketAddr,
+    /// Bearer token every API request must present (`Authorization: Bearer TOKEN`, or
+    /// `?access_token=TOKEN` where a browser cannot set headers: EventSource, WebSocket).
+    #[arg(long, env = "TASKLINE_SERVE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    #[arg(long, env = "TASKLINE_SERVE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
 }
 
 /// `taskline limits`.

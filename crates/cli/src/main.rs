@@ -14,6 +14,7 @@
 //! - [`output`]: tables, times, JSON, stdout.
 //! - [`interact`]: confirmations, progress bars, the audit line (stderr).
 //! - [`error`]: the error enum and its exit codes.
+//! - [`serve`]: `taskline serve`, the HTTP API for frontends and its demo page.
 
 mod cli;
 mod commands;
@@ -21,6 +22,7 @@ mod context;
 mod error;
 mod interact;
 mod output;
+mod serve;
 mod view;
 
 use std::process::ExitCode;

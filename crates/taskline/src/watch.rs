@@ -36,6 +36,7 @@ const MAX_PAUSE: Duration = Duration::from_secs(5);
 /// `progress`, `state`, `removed`): what `taskline serve` streams.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum JobUpdate {
     /// The job's record as read: first, after a gap in the events, and at
     /// the end (the terminal status, with the result or the last error).

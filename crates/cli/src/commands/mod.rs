@@ -18,6 +18,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     // even when Redis is down.
     let payload = match &cli.command {
         Command::Enqueue(args) => Some(enqueue::read_payload(args)?),
+        Command::Serve(args) => {
+            crate::serve::check(args)?;
+            None
+        }
         _ => None,
     };
     let limit_changes = match &cli.command {
@@ -41,6 +45,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Limits(args) => limits::limits(&ctx, &args.queue, limit_changes.unwrap_or_default()).await,
         Command::Drain { queue, yes } => control::drain(&ctx, &queue, yes).await,
         Command::Events(args) => events::events(&ctx, args).await,
+        Command::Serve(args) => crate::serve::serve(&ctx, args).await,
     };
     result.map_err(|err| err.with_url(&ctx.url))
 }

@@ -6,6 +6,7 @@
 //! One test binary with a module per area; shared helpers live in
 //! `support`.
 
+mod http;
 mod support;
 
 mod control;
@@ -17,3 +18,4 @@ mod jobs;
 mod limits;
 mod operator;
 mod queues;
+mod serve;

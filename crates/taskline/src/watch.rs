@@ -40,7 +40,7 @@ const MAX_PAUSE: Duration = Duration::from_secs(5);
 pub enum JobUpdate {
     /// The job's record as read: first, after a gap in the events, and at
     /// the end (the terminal status, with the result or the last error).
-    Status(JobStatus),
+    Status(Box<JobStatus>),
     /// A progress report of the running attempt.
     Progress {
         /// The attempt that reported.
@@ -256,7 +256,9 @@ impl Watcher {
     async fn finish(&mut self, event: &Event, state: JobState) -> Result<()> {
         self.done = true;
         match self.client.job_status(&self.queue, &self.id).await {
-            Ok(status) if status.state == state => self.pending.push_back(JobUpdate::Status(status)),
+            Ok(status) if status.state == state => {
+                self.pending.push_back(JobUpdate::Status(Box::new(status)))
+            }
             // Removed by retention, or replayed already: the event tells.
             Ok(_) | Err(Error::JobNotFound { .. }) => self.pending.push_back(JobUpdate::State {
                 event: event.event.clone(),
@@ -288,7 +290,7 @@ impl Watcher {
         if changed || self.done {
             self.last = Some((status.state, status.attempt));
             self.last_progress = status.progress.clone();
-            self.pending.push_back(JobUpdate::Status(status));
+            self.pending.push_back(JobUpdate::Status(Box::new(status)));
         }
         Ok(())
     }

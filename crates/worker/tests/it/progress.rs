@@ -104,11 +104,14 @@ async fn a_hundred_thousand_progress_calls_cost_a_few_writes_and_end_exact() {
     assert!(script_calls <= 300, "{script_calls} script calls for {CALLS} progress reports");
 }
 
+/// What one attempt found to resume from: `(attempt, checkpoint)`.
+type Resumed = (u32, Option<u64>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_attempt_receives_the_checkpoint() {
     let server = RedisServer::start();
     let client = Client::connect(&server.url()).await.expect("connect");
-    let seen: Arc<Mutex<Vec<(u32, Option<u64>)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<Resumed>>> = Arc::default();
     let s = seen.clone();
     let handler = handler_fn(move |ctx: JobContext, _: serde_json::Value| {
         let s = s.clone();

@@ -74,7 +74,7 @@ async fn a_job_killed_halfway_resumes_from_its_last_checkpoint() {
     assert_eq!(first, (1..=killed_at).collect::<Vec<_>>(), "attempt 1 ran in order until the kill");
     let resumed_after = second.first().expect("attempt 2 did work") - 1;
     assert!(
-        resumed_after % CHECKPOINT_EVERY == 0
+        resumed_after.is_multiple_of(CHECKPOINT_EVERY)
             && resumed_after <= killed_at
             && killed_at - resumed_after <= CHECKPOINT_EVERY,
         "attempt 2 starts right after the last checkpoint before step {killed_at}: after {resumed_after}"

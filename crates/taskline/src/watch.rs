@@ -205,6 +205,8 @@ impl Watcher {
                 self.on_progress(&event);
                 return Ok(());
             }
+            // Not state changes: `failed` is followed by `retrying` or `dead`.
+            "checkpoint" | "failed" | "orphan" => return Ok(()),
             "completed" => return self.finish(&event, JobState::Completed).await,
             "dead" => return self.finish(&event, JobState::Dead).await,
             "purged" | "drained" => {

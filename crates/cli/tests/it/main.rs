@@ -4,11 +4,13 @@
 //! `--json`), the exit code and the resulting Redis state.
 //!
 //! One test binary with a module per area; shared helpers live in
-//! `support`.
+//! `support`, and `http` drives `taskline serve` (the `serve` tests, and
+//! the demo page in headless chromium in `browser`).
 
 mod http;
 mod support;
 
+mod browser;
 mod control;
 mod dlq;
 mod enqueue;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use taskline::{JobId, JobState, Progress};
-use taskline_worker::{Config, Worker};
+use taskline_worker::{Config, Worker, WorkerError, WorkerReport};
 use tokio_util::sync::CancellationToken;
 
 use crate::http::{Serve, call, get, post_json, read_sse, read_ws};
@@ -210,29 +210,13 @@ async fn the_demo_page_enqueues_a_job_and_its_progress_reaches_100_percent() {
         .and_then(|rest| rest.split("</script>").next())
         .expect("the page holds its demo job");
 
-    // The shipped demo worker configuration, pointed at this test's Redis.
-    let mut config =
-        Config::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/demo.toml")))
-            .expect("config/demo.toml loads");
-    config.redis.url = env.server.url();
-    let worker = Worker::builder(config).build().expect("demo worker");
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move { worker.run(shutdown, CancellationToken::new()).await }
-    });
-
+    let worker = DemoWorker::start(&env);
     let created = post_json(serve.addr, "/queues/demo/jobs", job_json).await;
     assert_eq!(created.status, 201, "{created:#?}");
     let events_url = created.json()["events_url"].as_str().expect("events_url").to_string();
     let (live, _) = tokio::sync::oneshot::channel();
     let events = read_sse(serve.addr, &events_url, live).await;
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), running)
-        .await
-        .expect("worker stops")
-        .expect("join")
-        .expect("run");
+    worker.stop().await;
 
     let updates: Vec<Value> = events.iter().filter(|(e, _)| e != "end").map(|(_, d)| d.clone()).collect();
     let dones = progress_dones(&updates);
@@ -241,4 +225,32 @@ async fn the_demo_page_enqueues_a_job_and_its_progress_reaches_100_percent() {
     let last = updates.last().expect("a final status");
     assert_eq!(last["state"], json!(JobState::Completed.as_str()), "{last:#}");
     assert_eq!(last["progress"], json!({"done": 100, "total": 100, "unit": "rows"}), "100%");
+}
+
+/// The shipped demo worker (`config/demo.toml`), in-process, pointed at
+/// the test's Redis.
+pub struct DemoWorker {
+    shutdown: CancellationToken,
+    running: tokio::task::JoinHandle<Result<WorkerReport, WorkerError>>,
+}
+
+impl DemoWorker {
+    /// Loads `config/demo.toml` and starts the worker.
+    pub fn start(env: &Env) -> DemoWorker {
+        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/demo.toml"));
+        let mut config = Config::load(path).expect("config/demo.toml loads");
+        config.redis.url = env.server.url();
+        let worker = Worker::builder(config).build().expect("demo worker");
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let running = tokio::spawn(async move { worker.run(token, CancellationToken::new()).await });
+        DemoWorker { shutdown, running }
+    }
+
+    /// Shuts the worker down gracefully.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let stopped = tokio::time::timeout(Duration::from_secs(10), self.running).await;
+        stopped.expect("the demo worker stops").expect("join").expect("run");
+    }
 }

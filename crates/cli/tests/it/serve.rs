@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use taskline::{JobId, JobState, Progress};
 use taskline_worker::{Config, Worker, WorkerError, WorkerReport};
@@ -120,6 +121,16 @@ async fn a_token_is_required_when_configured() {
     let query = get(serve.addr, &format!("{path}?access_token=s3cret-token")).await;
     assert_eq!(query.status, 200, "the token as a query parameter (EventSource, WebSocket): {query:#?}");
     assert_eq!(get(serve.addr, "/").await.status, 200, "the page itself holds no data");
+
+    let ws = format!("ws://{}{path}/ws", serve.addr);
+    let refused = tokio_tungstenite::connect_async(ws.as_str()).await.expect_err("no token, no WebSocket");
+    assert!(refused.to_string().contains("401"), "{refused}");
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("{ws}?access_token=s3cret-token"))
+        .await
+        .expect("with the token");
+    let first = socket.next().await.expect("a message").expect("text");
+    let first: Value = serde_json::from_str(first.to_text().expect("text")).expect("JSON");
+    assert_eq!((first["type"].clone(), first["state"].clone()), (json!("status"), json!("ready")));
 }
 
 #[tokio::test]

@@ -10,7 +10,8 @@
 //! | is cancelled (timeout, shutdown, lost lease) | transient: SIGTERM, SIGKILL after `kill_grace` |
 //! | exits with any other code | permanent: the job goes to the dead-letter queue |
 //!
-//! The tail of stderr is the recorded error. The child runs in its own
+//! The tail of stderr is the recorded error. Lines on stderr may also
+//! report progress and checkpoints (see [`crate::reports`]). The child runs in its own
 //! process group, and the whole group is signalled, so grandchildren stop
 //! with it (see [`crate::process_group`]).
 //!
@@ -36,6 +37,7 @@ use crate::handler::{BoxFuture, Handler, HandlerResult, JobContext, JobError};
 use crate::interpolate;
 use crate::output::{Capped, ERROR_TEXT_BYTES, json_result};
 use crate::process_group::ProcessGroup;
+use crate::reports;
 
 /// Variables a child inherits from the worker; everything else is set
 /// explicitly.
@@ -110,6 +112,8 @@ impl CommandHandler {
             ("TASKLINE_PAYLOAD_VERSION", ctx.version.to_string()),
             ("TASKLINE_CORRELATION_ID", ctx.correlation_id.clone().unwrap_or_default()),
             ("TASKLINE_WORKER_ID", ctx.worker.clone()),
+            // The last checkpoint (JSON), empty without one: see `reports`.
+            ("TASKLINE_CHECKPOINT", ctx.checkpoint.clone().unwrap_or_default()),
         ];
         command.envs(facts);
         if let Some(dir) = &self.working_dir {
@@ -157,7 +161,11 @@ impl Run {
         };
         let writer = tokio::spawn(write_stdin(child.stdin.take(), payload));
         let stdout = tokio::spawn(read_all(child.stdout.take(), Capped::head(self.max_result_bytes)));
-        let stderr = tokio::spawn(read_all(child.stderr.take(), Capped::tail(ERROR_TEXT_BYTES)));
+        let stderr = tokio::spawn(reports::read_stderr(
+            child.stderr.take(),
+            Capped::tail(ERROR_TEXT_BYTES),
+            ctx.clone(),
+        ));
         let status = tokio::select! {
             status = child.wait() => Some(status),
             _ = ctx.cancelled() => None,

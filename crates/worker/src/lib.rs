@@ -41,6 +41,7 @@
 //!   [`process_group`] to stop its processes together.
 //! - `builtin`: builds the handlers configured in TOML.
 //! - [`interpolate`]: `${NAME}` references in configured values.
+//! - [`reports`]: progress and checkpoints from `command` handlers (stderr lines).
 //! - [`output`]: results and error text of external handlers, size-limited.
 //! - [`logging`]: tracing setup (text or JSON).
 
@@ -58,6 +59,7 @@ pub mod output;
 pub mod process_group;
 mod progress;
 pub mod reaper;
+pub mod reports;
 mod runner;
 pub mod sampler;
 pub mod scheduler;

@@ -287,3 +287,49 @@ fn a_program_that_cannot_run_stops_the_worker_at_build() {
         assert_handler_config_error("command", extra, field, message);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_reports_progress_and_checkpoints_on_stderr_and_resumes_from_its_checkpoint() {
+    let server = RedisServer::start();
+    let client = Client::connect(&server.url()).await.expect("connect");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let program = script(
+        dir.path(),
+        "upload.sh",
+        r#"if [ -z "$TASKLINE_CHECKPOINT" ]; then
+  echo 'taskline:progress {"done": 1, "total": 4, "unit": "files"}' >&2
+  echo 'taskline:checkpoint {"files": 2}' >&2
+  echo 'taskline:progress {"done": 2, "total": 4, "unit": "files", "message": "half way"}' >&2
+  echo 'upload interrupted' >&2
+  exit 75
+fi
+echo 'taskline:progress {"done": 4, "total": 4, "unit": "files"}' >&2
+echo "{\"resumed_from\": $TASKLINE_CHECKPOINT}""#,
+    );
+    let body = format!(
+        "[queues.cmd]\nbackoff = {{ initial = \"50ms\", max = \"50ms\", jitter = \"none\" }}\n\n{}",
+        command_handler("upload", &program, "")
+    );
+    let worker = RunningWorker::start_config(config(&server.url(), &body));
+    let id = enqueue(&client, "upload", &json!({})).await;
+    eventually("the job completes on its second attempt", 15 * SEC, || async {
+        client.get_job("cmd", &id).await.is_ok_and(|j| j.state == JobState::Completed)
+    })
+    .await;
+    worker.stop().await;
+
+    let job = client.get_job("cmd", &id).await.expect("get_job");
+    assert_eq!(job.attempt, 2);
+    assert_eq!(
+        job.result.as_deref(),
+        Some(r#"{"resumed_from":{"files":2}}"#),
+        "attempt 2 got the checkpoint"
+    );
+    assert_eq!(job.checkpoint.as_deref(), Some(r#"{"files":2}"#));
+    assert_eq!(job.progress.as_deref(), Some(r#"{"done":4,"total":4,"unit":"files"}"#));
+    assert_eq!(job.errors[0].message, "exit code 75: upload interrupted", "report lines are not error text");
+    let events = client.read_events("cmd", None, 1_000).await.expect("events");
+    let messages: Vec<_> =
+        events.iter().filter(|e| e.event == "progress").filter_map(|e| e.extra.get("message")).collect();
+    assert!(messages.iter().all(|m| m.as_str() == "half way"), "{messages:?}");
+}

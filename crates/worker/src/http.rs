@@ -3,7 +3,7 @@
 //!
 //! | response | outcome |
 //! |---|---|
-//! | 2xx | completed; a JSON body (up to `max_result_bytes`) is the result |
+//! | 2xx | completed; a JSON body (up to `max_result_bytes`) is the result, after report lines streamed before it are taken out (progress and checkpoints, see [`crate::reports`]) |
 //! | 408, 429, 5xx | transient: retried; `Retry-After` on 429/503 sets the delay |
 //! | timeout, connection error | transient |
 //! | other 3xx and 4xx | permanent: the job goes to the dead-letter queue |
@@ -23,6 +23,7 @@ use crate::config::{ConfigError, HandlerConfig, handler_field, looks_secret};
 use crate::handler::{BoxFuture, Handler, HandlerResult, JobContext, JobError};
 use crate::interpolate;
 use crate::output::{Capped, ERROR_TEXT_BYTES, json_result};
+use crate::reports::ReportLines;
 
 /// Longest `Retry-After` honoured; a longer one is cut to this.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -98,7 +99,7 @@ impl Handler for HttpHandler {
         let shown_url = self.shown_url.clone();
         Box::pin(async move {
             tokio::select! {
-                outcome = exchange(request, limit, &shown_url) => outcome,
+                outcome = exchange(request, limit, &shown_url, &ctx) => outcome,
                 // Dropping the request closes its connection: the endpoint
                 // sees the client go away.
                 _ = ctx.cancelled() => Err(JobError::transient(format!("POST {shown_url}: cancelled while waiting for the response"))),
@@ -106,6 +107,9 @@ impl Handler for HttpHandler {
         })
     }
 }
+
+/// The longest checkpoint sent in the `Taskline-Checkpoint` header.
+const MAX_CHECKPOINT_HEADER: usize = 4 * 1024;
 
 /// The job's facts as request headers.
 pub fn job_headers(ctx: &JobContext) -> HeaderMap {
@@ -130,19 +134,30 @@ pub fn job_headers(ctx: &JobContext) -> HeaderMap {
     if let Some(correlation_id) = &ctx.correlation_id {
         put("taskline-correlation-id", correlation_id);
     }
+    // The last checkpoint an earlier attempt streamed back (see `reports`),
+    // so the endpoint can resume. Servers cap header sizes (8 KiB is
+    // common): a larger checkpoint is left out rather than failing the job.
+    if let Some(checkpoint) = ctx.checkpoint.as_deref().filter(|c| c.len() <= MAX_CHECKPOINT_HEADER) {
+        put("taskline-checkpoint", checkpoint);
+    }
     headers
 }
 
 /// Sends the request and classifies what comes back.
-async fn exchange(request: RequestBuilder, limit: usize, shown_url: &str) -> HandlerResult {
+async fn exchange(request: RequestBuilder, limit: usize, shown_url: &str, ctx: &JobContext) -> HandlerResult {
     let response = request.send().await.map_err(|e| transport_error(e, shown_url))?;
     let status = response.status();
     let retry_after = match status {
         StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => retry_after(response.headers()),
         _ => None,
     };
-    let body_limit = if status.is_success() { limit } else { ERROR_TEXT_BYTES };
-    let body = read_body(response, body_limit).await.map_err(|e| transport_error(e, shown_url))?;
+    let body = if status.is_success() {
+        // Report lines streamed before the result (see `reports`).
+        read_body(response, ReportLines::new(Capped::head(limit), ctx.clone())).await
+    } else {
+        read_body(response, ReportLines::new(Capped::head(ERROR_TEXT_BYTES), ctx.clone())).await
+    };
+    let body = body.map_err(|e| transport_error(e, shown_url))?;
     classify(status, retry_after, &body)
 }
 
@@ -155,16 +170,16 @@ fn transport_error(err: reqwest::Error, shown_url: &str) -> JobError {
     error
 }
 
-/// Reads up to `limit` bytes of the body; stops reading past it.
-async fn read_body(mut response: Response, limit: usize) -> Result<Capped, reqwest::Error> {
-    let mut body = Capped::head(limit);
+/// Reads the body as it arrives until it ends or overflows `lines`'
+/// buffer: report lines reach the job at once, the rest is returned.
+async fn read_body(mut response: Response, mut lines: ReportLines) -> Result<Capped, reqwest::Error> {
     while let Some(chunk) = response.chunk().await? {
-        body.push(&chunk);
-        if body.overflowed() {
+        lines.push(&chunk).await;
+        if lines.overflowed() {
             break;
         }
     }
-    Ok(body)
+    Ok(lines.finish().await)
 }
 
 /// The outcome of a response: see the module docs.

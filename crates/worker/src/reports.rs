@@ -1,16 +1,20 @@
-//! Progress and checkpoints from `command` handlers: a child reports them
-//! as lines on its stderr, and finds the last checkpoint in its
-//! environment.
+//! Progress and checkpoints from handlers outside Rust, as report lines:
+//! a `command` child writes them on its stderr (and finds the last
+//! checkpoint in its environment); an `http` endpoint streams them in its
+//! 2xx response body before the result, flushing each line as it goes.
 //!
-//! | stderr line | effect |
+//! | line | effect |
 //! |---|---|
 //! | `taskline:progress {"done": 120, "total": 400, "unit": "rows", "message": "..."}` | `ctx.progress` (coalesced like a Rust handler's) |
 //! | `taskline:checkpoint <any JSON>` | `ctx.checkpoint`, stored before the next line is read |
 //!
-//! The next attempt gets the last checkpoint in `TASKLINE_CHECKPOINT`
-//! (empty when there is none). These lines are not part of the error text;
-//! every other line is. A malformed report line is logged and kept as
-//! error text.
+//! A command's next attempt gets the last checkpoint in
+//! `TASKLINE_CHECKPOINT` (empty when there is none); an endpoint's, in the
+//! `Taskline-Checkpoint` request header. Report lines are not part of the
+//! error text (stderr) or the result (a response body); every other line
+//! is. A report line can never be part of a JSON text, which has no raw
+//! newlines and cannot start a line with `taskline:`. A malformed report
+//! line is logged and kept as text.
 
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
@@ -41,31 +45,62 @@ struct ProgressLine {
 /// into `buffer`.
 pub(crate) async fn read_stderr(
     pipe: Option<impl AsyncRead + Unpin>,
-    mut buffer: Capped,
+    buffer: Capped,
     ctx: JobContext,
 ) -> Capped {
-    let Some(mut pipe) = pipe else { return buffer };
+    let mut lines = ReportLines::new(buffer, ctx);
+    let Some(mut pipe) = pipe else { return lines.finish().await };
     let mut chunk = vec![0u8; 16 * 1024];
-    let mut pending = Vec::new();
     loop {
-        let n = match pipe.read(&mut chunk).await {
+        match pipe.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        pending.extend_from_slice(&chunk[..n]);
-        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            handle_line(&line, &mut buffer, &ctx).await;
-        }
-        if pending.len() > MAX_LINE {
-            buffer.push(&pending);
-            pending.clear();
+            Ok(n) => lines.push(&chunk[..n]).await,
         }
     }
-    if !pending.is_empty() {
-        handle_line(&pending, &mut buffer, &ctx).await;
+    lines.finish().await
+}
+
+/// Splits a byte stream into lines as it arrives: report lines go to the
+/// job's context at once (so progress is live), every other byte into the
+/// buffer.
+pub(crate) struct ReportLines {
+    buffer: Capped,
+    ctx: JobContext,
+    pending: Vec<u8>,
+}
+
+impl ReportLines {
+    /// Lines for `ctx`; other text into `buffer`.
+    pub(crate) fn new(buffer: Capped, ctx: JobContext) -> Self {
+        Self { buffer, ctx, pending: Vec::new() }
     }
-    buffer
+
+    /// Takes the next chunk; handles every line it completes.
+    pub(crate) async fn push(&mut self, chunk: &[u8]) {
+        self.pending.extend_from_slice(chunk);
+        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            handle_line(&line, &mut self.buffer, &self.ctx).await;
+        }
+        if self.pending.len() > MAX_LINE {
+            self.buffer.push(&self.pending);
+            self.pending.clear();
+        }
+    }
+
+    /// True when the buffer has dropped text for its limit.
+    pub(crate) fn overflowed(&self) -> bool {
+        self.buffer.overflowed()
+    }
+
+    /// Handles the last, unterminated line and returns the other text.
+    pub(crate) async fn finish(mut self) -> Capped {
+        if !self.pending.is_empty() {
+            let line = std::mem::take(&mut self.pending);
+            handle_line(&line, &mut self.buffer, &self.ctx).await;
+        }
+        self.buffer
+    }
 }
 
 async fn handle_line(line: &[u8], buffer: &mut Capped, ctx: &JobContext) {

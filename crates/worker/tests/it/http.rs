@@ -573,3 +573,88 @@ fn handler_tables_print_with_secrets_masked_and_load_back() {
     let printed = config.redacted();
     assert_eq!(Config::from_toml_str(&printed).unwrap_or_else(|e| panic!("{e}\n{printed}")), config);
 }
+
+/// An endpoint that streams its answer: a progress line, then (once the
+/// test opens `gate`) a checkpoint, the final progress and the result.
+/// Plain HTTP/1.1 with a close-delimited body, so each line reaches the
+/// worker as it is written. Returns the URL and the checkpoint header
+/// the request carried.
+async fn streaming_endpoint(
+    gate: tokio::sync::oneshot::Receiver<()>,
+) -> (String, tokio::task::JoinHandle<Option<String>>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/stream", listener.local_addr().expect("addr"));
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.expect("accept");
+        let mut request = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&request).contains("\r\n\r\n") {
+            let n = socket.read(&mut chunk).await.expect("read the request");
+            request.extend_from_slice(&chunk[..n]);
+        }
+        let head = String::from_utf8_lossy(&request).to_string();
+        let checkpoint =
+            head.lines().find_map(|l| l.strip_prefix("taskline-checkpoint: ").map(|v| v.trim().to_string()));
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n")
+            .await
+            .expect("head");
+        socket
+            .write_all(b"taskline:progress {\"done\": 1, \"total\": 3, \"unit\": \"rows\"}\n")
+            .await
+            .expect("line");
+        socket.flush().await.expect("flush");
+        let _ = gate.await;
+        socket
+            .write_all(
+                b"taskline:checkpoint {\"row\": 1}\n\
+                  taskline:progress {\"done\": 3, \"total\": 3, \"unit\": \"rows\", \"message\": \"all rows\"}\n\
+                  {\"ok\": true}\n",
+            )
+            .await
+            .expect("rest");
+        socket.shutdown().await.expect("close");
+        checkpoint
+    });
+    (url, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_streams_progress_and_a_checkpoint_before_its_result() {
+    let server = RedisServer::start();
+    let client = Client::connect(&server.url()).await.expect("connect");
+    let (open, gate) = tokio::sync::oneshot::channel();
+    let (url, endpoint) = streaming_endpoint(gate).await;
+    let worker = RunningWorker::start_config(web_config(&server.url(), &http_handler("export", &url, "")));
+    let id = enqueue(&client, NewJob::new("export", &json!({"table": "orders"})).expect("job")).await;
+
+    // The first line is visible while the request is still open.
+    eventually("progress 1 of 3 while the job runs", 10 * SEC, || async {
+        client.job_status("web", &id).await.is_ok_and(|s| {
+            s.state == JobState::Active && s.progress.as_ref().is_some_and(|p| p.done == 1 && p.total == 3)
+        })
+    })
+    .await;
+    open.send(()).expect("open the gate");
+    eventually("the job completes", 10 * SEC, || async {
+        client.job_status("web", &id).await.is_ok_and(|s| s.state == JobState::Completed)
+    })
+    .await;
+
+    let status = client.job_status("web", &id).await.expect("status");
+    assert_eq!(status.result, Some(json!({"ok": true})), "report lines are not part of the result");
+    let progress = status.progress.expect("progress");
+    assert_eq!((progress.done, progress.total, progress.unit.as_str()), (3, 3, "rows"));
+    assert_eq!(progress.message.as_deref(), Some("all rows"));
+    let mut conn = server.connection().await;
+    let checkpoint: Option<String> = redis::cmd("HGET")
+        .arg(format!("taskline:{{web}}:job:{id}"))
+        .arg("checkpoint")
+        .query_async(&mut conn)
+        .await
+        .expect("HGET");
+    assert_eq!(checkpoint.as_deref(), Some(r#"{"row":1}"#));
+    assert_eq!(endpoint.await.expect("endpoint"), None, "a first attempt has no checkpoint to send");
+    worker.stop().await;
+}

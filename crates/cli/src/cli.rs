@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand};
 /// Exit codes: 0 ok; 1 operational error (Redis unreachable, unknown queue,
 /// missing job, some named jobs not acted on, declined confirmation); 2
 /// usage or bad input (bad arguments, invalid JSON payload, a destructive
-/// command without confirmation on a non-terminal).
+/// command without confirmation on a non-terminal); 3 `doctor` found
+/// broken invariants (after `--repair`: some remain).
 #[derive(Debug, Parser)]
 #[command(name = "taskline", version, max_term_width = 100)]
 pub struct Cli {
@@ -87,6 +88,14 @@ pub enum Command {
     /// Show a queue's latest lifecycle events, and with --follow the new ones as they happen.
     Events(EventsArgs),
 
+    /// Check that every job of a queue is in exactly one place and its state agrees (exit 3 if not).
+    Doctor {
+        /// The queue.
+        queue: String,
+        /// Fix what can be fixed safely, each fix one atomic step that re-checks first.
+        #[arg(long)]
+        repair: bool,
+    },
     /// Serve job status, live progress (Server-Sent Events, WebSocket) and enqueue over HTTP,
     /// plus a demo page at /.
     Serve(ServeArgs),

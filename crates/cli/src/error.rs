@@ -2,7 +2,8 @@
 //!
 //! Exit codes are a contract with scripts: 0 ok, 1 operational error (Redis
 //! unreachable, unknown queue, missing job, jobs not acted on, a declined
-//! confirmation), 2 usage or bad input. Every message says what to do next.
+//! confirmation), 2 usage or bad input, 3 `doctor` found broken invariants.
+//! Every message says what to do next.
 
 use std::process::ExitCode;
 
@@ -10,6 +11,9 @@ use std::process::ExitCode;
 pub const EXIT_OPERATIONAL: u8 = 1;
 /// Exit code of a usage error or bad input (also clap's).
 pub const EXIT_USAGE: u8 = 2;
+/// Exit code of `doctor` when invariants are broken (after `--repair`:
+/// when some remain).
+pub const EXIT_VIOLATIONS: u8 = 3;
 
 /// Everything that ends a command with a non-zero exit code.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +56,17 @@ pub enum CliError {
         action: String,
     },
 
+    /// `doctor` found broken invariants; they were printed on stdout.
+    #[error("queue {queue} breaks {count} invariant(s); {advice}")]
+    Violations {
+        /// The queue checked.
+        queue: String,
+        /// How many violations remain.
+        count: usize,
+        /// What to do next.
+        advice: String,
+    },
+
     /// The operator answered no.
     #[error("not confirmed; nothing was changed")]
     Declined,
@@ -71,6 +86,7 @@ impl CliError {
         use taskline::Error as E;
         let code = match self {
             CliError::Usage(_) | CliError::Unconfirmed { .. } => EXIT_USAGE,
+            CliError::Violations { .. } => EXIT_VIOLATIONS,
             CliError::Client(
                 E::InvalidQueueName { .. }
                 | E::InvalidJobName { .. }

@@ -7,6 +7,7 @@
 //! script (which would block Redis on a large queue), so on a busy queue a
 //! job moving during the check can show up as a false positive: run it on a
 //! quiet queue, or run it twice and trust what both runs report.
+//! [`Client::repair_queue`] fixes what can be fixed safely (`repair`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -65,6 +66,32 @@ pub enum Violation {
         /// Jobs of the group in the ready lists or active.
         holders: u64,
     },
+}
+
+impl Violation {
+    /// A short name of the kind of violation, for tables and JSON:
+    /// `in_several_places`, `unlisted`, `missing_hash`, `state_mismatch`,
+    /// `hidden_ready_level`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Violation::InSeveralPlaces { .. } => "in_several_places",
+            Violation::Unlisted { .. } => "unlisted",
+            Violation::MissingHash { .. } => "missing_hash",
+            Violation::StateMismatch { .. } => "state_mismatch",
+            Violation::HiddenReadyLevel { .. } => "hidden_ready_level",
+        }
+    }
+
+    /// The job the violation is about; `None` for a hidden ready level.
+    pub fn job_id(&self) -> Option<&str> {
+        match self {
+            Violation::InSeveralPlaces { id, .. }
+            | Violation::Unlisted { id, .. }
+            | Violation::MissingHash { id, .. }
+            | Violation::StateMismatch { id, .. } => Some(id),
+            Violation::HiddenReadyLevel { .. } => None,
+        }
+    }
 }
 
 impl fmt::Display for Violation {

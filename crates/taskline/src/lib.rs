@@ -30,6 +30,7 @@
 //! - [`watch`]: `watch`, a stream of one job's progress and state changes.
 //! - [`admin`]: `get_job`, `counts`, `replay`, `pause`, `resume`.
 //! - [`doctor`]: the invariant checker (every job in exactly one place).
+//! - [`repair`]: safe repairs of what the checker found.
 //! - [`operator`]: what the `taskline` CLI needs: queue summaries, purge
 //!   of dead letters, drain of ready jobs, the event stream, DLQ filters.
 //! - [`job`]: ids, states, [`NewJob`] and the stored [`Job`].
@@ -57,6 +58,7 @@ pub mod operator;
 pub mod producer;
 pub mod progress;
 pub mod protocol;
+pub mod repair;
 mod reply;
 mod scripts;
 pub mod status;
@@ -83,3 +85,4 @@ pub use protocol::{
 };
 pub use status::JobStatus;
 pub use watch::{JobUpdate, JobWatch};
+pub use repair::{Repair, RepairOutcome, RepairReport};

@@ -41,6 +41,7 @@ pub(crate) const SOURCES: &[(&str, &str)] = &[
     ("settings", include_str!("../../../lua/settings.lua")),
     ("progress", include_str!("../../../lua/progress.lua")),
     ("checkpoint", include_str!("../../../lua/checkpoint.lua")),
+    ("repair", include_str!("../../../lua/repair.lua")),
 ];
 
 /// The loaded scripts, one field per operation.
@@ -60,6 +61,7 @@ pub(crate) struct Scripts {
     pub settings: Script,
     pub progress: Script,
     pub checkpoint: Script,
+    pub repair: Script,
 }
 
 /// The scripts, assembled once per process.
@@ -81,6 +83,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
         settings: load("settings"),
         progress: load("progress"),
         checkpoint: load("checkpoint"),
+        repair: load("repair"),
     }
 });
 

@@ -2,6 +2,7 @@
 
 mod control;
 mod dlq;
+mod doctor;
 mod enqueue;
 mod events;
 mod jobs;
@@ -46,6 +47,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Drain { queue, yes } => control::drain(&ctx, &queue, yes).await,
         Command::Events(args) => events::events(&ctx, args).await,
         Command::Serve(args) => crate::serve::serve(&ctx, args).await,
+        Command::Doctor { queue, repair } => doctor::doctor(&ctx, &queue, repair).await,
     };
     result.map_err(|err| err.with_url(&ctx.url))
 }

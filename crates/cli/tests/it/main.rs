@@ -13,6 +13,7 @@ mod support;
 mod browser;
 mod control;
 mod dlq;
+mod doctor;
 mod enqueue;
 mod errors;
 mod events;

@@ -1,0 +1,187 @@
+--[[
+  repair: fix one violation that the invariant checker (`Client::check_queue`)
+  reported, if it still holds.
+
+  The checker reads a queue without blocking Redis, so by the time a repair
+  runs the job may have moved on: each action first re-checks, inside this
+  script, the exact condition it fixes, and changes nothing when the
+  condition no longer holds. Actions:
+
+  unlisted <id>   A job hash that no structure lists. It goes back where its
+                  `state` says: ready -> the back of its priority's ready
+                  list (and `levels`); delayed -> `delayed` at its `due_at`
+                  (now when unset); active -> `active` with an already
+                  expired deadline, so the reaper retries it through the
+                  normal failure path ('lease expired'); completed ->
+                  `completed` at its `finished_at`; dead -> `dead` at its
+                  `died_at` (now when unset). Any other state is left alone.
+  missing <id> <place>
+                  A structure (`ready`, `delayed`, `active`, `completed`,
+                  `dead`) lists an id whose job hash is missing. The id is
+                  removed from it, with an 'orphan' event as claim emits.
+  hidden <level>  A non-empty ready list whose level is missing from
+                  `levels`. The level is added back.
+  mismatch <id> <place>
+                  The job's `state` disagrees with the one structure that
+                  lists it. The structure wins: `state` is set to <place>
+                  (delayed also gets `due_at` = its score).
+
+  Ready lists are looked for at levels 0..9 and at every level in `levels`.
+
+  KEYS[1] meta       hash    counter `repaired`
+  KEYS[2] levels     zset    non-empty priority levels
+  KEYS[3] delayed    zset    due time (ms) per job id
+  KEYS[4] active     zset    lease deadline (ms) per job id
+  KEYS[5] completed  zset    finish time (ms) per job id
+  KEYS[6] dead       zset    time of death (ms) per job id
+  KEYS[7] events     stream  lifecycle events
+
+  ARGV[1] prefix  the queue's key prefix (see enqueue.lua)
+  ARGV[2] cap     events stream bound (0 = no events)
+  ARGV[3] action  'unlisted', 'missing', 'hidden' or 'mismatch'
+  ARGV[4] target  the job id, or the level for 'hidden'
+  ARGV[5] place   the structure named by 'missing' and 'mismatch'
+
+  Reply: {status, detail}: status 'repaired' (detail says what was done) or
+  'skipped' (detail says why nothing was changed).
+  Errors: none.
+]]
+-- @include "clock"
+-- @include "events"
+-- @include "ready"
+local meta_key, levels_key, delayed_key, active_key, completed_key, dead_key, events_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local prefix = ARGV[1]
+local cap = tonumber(ARGV[2])
+local action, target, place = ARGV[3], ARGV[4], ARGV[5]
+
+local now = now_ms()
+local zsets = {delayed = delayed_key, active = active_key, completed = completed_key, dead = dead_key}
+
+-- Every ready list that may exist: levels 0..9 and whatever `levels` names.
+local function ready_lists()
+  local seen, lists = {}, {}
+  local function add(level)
+    level = tostring(level)
+    if not seen[level] then
+      seen[level] = true
+      lists[#lists + 1] = prefix .. 'ready:' .. level
+    end
+  end
+  for level = 0, 9 do add(level) end
+  for _, level in ipairs(redis.call('ZRANGE', levels_key, 0, -1)) do add(level) end
+  return lists
+end
+
+-- The structures that list `id` now, one entry per listing.
+local function places_of(id)
+  local found = {}
+  for _, list_key in ipairs(ready_lists()) do
+    if redis.call('LPOS', list_key, id) then found[#found + 1] = 'ready' end
+  end
+  for name, key in pairs(zsets) do
+    if redis.call('ZSCORE', key, id) then found[#found + 1] = name end
+  end
+  return found
+end
+
+-- A numeric field as a time in ms, or `fallback` for a missing or garbage one.
+local function time_or(value, fallback)
+  local t = tonumber(value)
+  if t and t >= 0 then return math.floor(t) end
+  return fallback
+end
+
+local function done(detail)
+  redis.call('HINCRBY', meta_key, 'repaired', 1)
+  return {'repaired', detail}
+end
+
+local function relist(id)
+  local job_key = prefix .. 'job:' .. id
+  local f = redis.call('HMGET', job_key, 'state', 'priority', 'due_at', 'finished_at', 'died_at', 'name',
+    'attempt', 'correlation_id')
+  if not f[1] then return {'skipped', 'the job hash no longer exists'} end
+  if #places_of(id) > 0 then return {'skipped', 'a structure lists the job again'} end
+  local state, detail = f[1], nil
+  if state == 'ready' then
+    local level = tonumber(f[2])
+    if not level or level < 0 or level > 9 or level ~= math.floor(level) then level = 0 end
+    push_ready(prefix, levels_key, id, tostring(level), false)
+    detail = 'put back at the end of ready level ' .. level
+  elseif state == 'delayed' then
+    local due = time_or(f[3], now)
+    schedule(prefix, delayed_key, id, due)
+    detail = 'put back in delayed, due at ' .. due
+  elseif state == 'active' then
+    -- An expired lease: the reaper retries the job (or buries it when its
+    -- attempts are spent) exactly as if its worker had died.
+    redis.call('ZADD', active_key, now - 1, id)
+    detail = 'put back in active with an expired lease; the reaper will retry it'
+  elseif state == 'completed' then
+    redis.call('ZADD', completed_key, time_or(f[4], now), id)
+    detail = 'put back in completed'
+  elseif state == 'dead' then
+    redis.call('ZADD', dead_key, time_or(f[5], now), id)
+    detail = 'put back in the dead letter queue'
+  else
+    return {'skipped', 'state ' .. string.format('%q', state) .. ' names no structure'}
+  end
+  emit(events_key, cap, 'repaired', id, f[6], tonumber(f[7]) or 0, f[8], {'action', 'relisted', 'to', state})
+  return done(detail)
+end
+
+local function drop_missing(id)
+  if redis.call('EXISTS', prefix .. 'job:' .. id) == 1 then
+    return {'skipped', 'the job hash exists again'}
+  end
+  local removed = 0
+  if place == 'ready' then
+    for _, list_key in ipairs(ready_lists()) do
+      removed = removed + redis.call('LREM', list_key, 0, id)
+    end
+  elseif zsets[place] then
+    removed = redis.call('ZREM', zsets[place], id)
+  else
+    return {'skipped', 'unknown place ' .. string.format('%q', place)}
+  end
+  if removed == 0 then return {'skipped', place .. ' no longer lists the job'} end
+  emit(events_key, cap, 'orphan', id, '', 0, '', {'from', place})
+  return done('removed from ' .. place)
+end
+
+local function show_level(level)
+  local score = tonumber(level)
+  if not score then return {'skipped', 'level ' .. string.format('%q', level) .. ' is not a number'} end
+  if redis.call('ZSCORE', levels_key, level) then return {'skipped', 'the level is in levels again'} end
+  if redis.call('LLEN', prefix .. 'ready:' .. level) == 0 then
+    return {'skipped', 'the ready list is empty now'}
+  end
+  redis.call('ZADD', levels_key, score, level)
+  signal_ready(prefix)
+  return done('level ' .. level .. ' added back to levels')
+end
+
+local function restate(id)
+  local job_key = prefix .. 'job:' .. id
+  local f = redis.call('HMGET', job_key, 'state', 'name', 'attempt', 'correlation_id')
+  if not f[1] then return {'skipped', 'the job hash no longer exists'} end
+  local found = places_of(id)
+  if #found ~= 1 or found[1] ~= place then
+    return {'skipped', 'the job is no longer listed in ' .. place .. ' alone'}
+  end
+  if f[1] == place then return {'skipped', 'the state agrees now'} end
+  redis.call('HSET', job_key, 'state', place)
+  if place == 'delayed' then
+    redis.call('HSET', job_key, 'due_at', redis.call('ZSCORE', delayed_key, id))
+  end
+  emit(events_key, cap, 'repaired', id, f[2], tonumber(f[3]) or 0, f[4],
+    {'action', 'restated', 'from', f[1], 'to', place})
+  return done('state ' .. string.format('%q', f[1]) .. ' set to ' .. place)
+end
+
+if action == 'unlisted' then return relist(target) end
+if action == 'missing' then return drop_missing(target) end
+if action == 'hidden' then return show_level(target) end
+if action == 'mismatch' then return restate(target) end
+return {'skipped', 'unknown action ' .. string.format('%q', action)}

@@ -13,5 +13,6 @@ mod faults;
 mod flow;
 mod lifecycle;
 mod progress;
+mod repair;
 mod tls;
 mod watch;

@@ -1,13 +1,21 @@
 --[[
   reap: recover jobs whose lease expired (their worker died or stalled).
 
-  Each job in `active` whose deadline has passed on the server clock goes
-  through the failure path as a transient failure with message
+  Each job in `active` whose deadline is before the cutoff goes through the
+  failure path as a transient failure with message
   'lease expired': the attempt counts, the error is recorded with the worker
   that lost it, and the job is retried (ready at the front after
   retry_delay_ms = 0, else delayed) or, with its attempts spent, dead with
   reason 'attempts_exhausted'. The lost worker's later outcome calls then
   fail with LEASE_LOST, so it cannot corrupt the new attempt.
+
+  The cutoff is the server time of the caller's previous successful reap
+  (or now, for its first). After Redis was frozen or down for longer than a
+  lease, every lease in flight is past its deadline; reaping against now
+  would take the leases of live workers whose heartbeats are queued right
+  behind this call. Against the previous pass's time it takes only leases
+  that had already expired before the stall; the heartbeats renew the rest,
+  and the next pass reaps only the leases of workers that are really gone.
 
   KEYS[1] meta     hash    counters `reaped`, `retried`, `dead`
   KEYS[2] active   zset    lease deadline (ms) per job id
@@ -22,8 +30,11 @@
   ARGV[4] retry_delay_ms  delay before a reaped job runs again (0 = now)
   ARGV[5] default_max_attempts  the queue's attempt budget, for a job that
                           did not set its own (stored max_attempts = 0)
+  ARGV[6] cutoff_ms       reap leases whose deadline is before this server
+                          time (ms); 0 = now. Later than now counts as now.
 
-  Reply: {retried, dead, id...}: counts, then the ids reaped.
+  Reply: {retried, dead, now_ms, id...}: counts, the server time of this
+  call (the caller's next cutoff), then the ids reaped.
   Errors: none.
 ]]
 -- @include "clock"
@@ -40,10 +51,13 @@ local cap = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
 local retry_delay_ms = tonumber(ARGV[4])
 local default_max_attempts = tonumber(ARGV[5])
+local cutoff_ms = tonumber(ARGV[6]) or 0
 
 local now = now_ms()
-local expired = redis.call('ZRANGEBYSCORE', active_key, '-inf', '(' .. now, 'LIMIT', 0, limit)
-local reply = {0, 0}
+local cutoff = now
+if cutoff_ms > 0 and cutoff_ms < now then cutoff = cutoff_ms end
+local expired = redis.call('ZRANGEBYSCORE', active_key, '-inf', '(' .. cutoff, 'LIMIT', 0, limit)
+local reply = {0, 0, now}
 for _, id in ipairs(expired) do
   local job_key = prefix .. 'job:' .. id
   redis.call('ZREM', active_key, id)

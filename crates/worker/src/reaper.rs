@@ -5,8 +5,19 @@
 //! batches until a queue has no expired lease left, and then applies the
 //! queue's completed-job retention exactly (completions only trim in
 //! batches), so Redis memory stays flat even when no job finishes.
+//!
+//! A pass reaps only leases that expired before the server time of the
+//! previous successful pass of the same queue (finding F3 in
+//! RELIABILITY.md): after Redis was frozen or down for longer than a lease,
+//! every lease in flight is past its deadline, and the first pass after the
+//! stall must not take the leases of live workers whose heartbeats are about
+//! to land. Those heartbeats renew them before the next pass, which then
+//! takes only the leases of workers that are really gone. In steady state
+//! this delays the recovery of a dead worker's jobs by one interval.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use taskline::Client;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +34,10 @@ pub struct Reaper {
     queues: Vec<String>,
     interval: Duration,
     passes: std::sync::atomic::AtomicU64,
+    /// Per queue, the server time of the last successful reap: the next
+    /// pass's cutoff. A queue not yet reaped by this process is reaped
+    /// against now, to recover what a crashed predecessor left behind.
+    cutoffs: Mutex<HashMap<String, SystemTime>>,
     metrics: Metrics,
 }
 
@@ -39,6 +54,7 @@ impl Reaper {
             queues,
             interval,
             passes: std::sync::atomic::AtomicU64::new(0),
+            cutoffs: Mutex::new(HashMap::new()),
             metrics: Metrics::disabled(),
         }
     }
@@ -68,25 +84,7 @@ impl Reaper {
         let trim = pass.is_multiple_of(TRIM_EVERY_PASSES);
         let mut total = 0;
         for queue in &self.queues {
-            loop {
-                match self.client.reap(queue, BATCH, Duration::ZERO).await {
-                    Ok(reaped) => {
-                        let n = reaped.ids.len() as u32;
-                        total += n;
-                        if n > 0 {
-                            info!(queue = %queue, retried = reaped.retried, dead = reaped.dead, ids = ?reaped.ids, "recovered jobs whose lease expired");
-                        }
-                        if n < BATCH {
-                            break;
-                        }
-                    }
-                    Err(err) => {
-                        self.metrics.redis_error("reap");
-                        warn!(queue = %queue, error = %err, "reap failed; retrying next pass");
-                        break;
-                    }
-                }
-            }
+            total += self.reap_queue(queue).await;
             if !trim {
                 continue;
             }
@@ -94,6 +92,40 @@ impl Reaper {
                 self.metrics.redis_error("trim");
                 warn!(queue = %queue, error = %err, "retention trim failed; retrying next pass");
             }
+        }
+        total
+    }
+
+    /// Reaps `queue` in batches, against the previous pass's cutoff, and
+    /// records this pass's server time as the next cutoff.
+    async fn reap_queue(&self, queue: &str) -> u32 {
+        let cutoff = self.cutoffs.lock().unwrap_or_else(|p| p.into_inner()).get(queue).copied();
+        let mut this_pass = None;
+        let mut total = 0;
+        loop {
+            match self.client.reap_before(queue, BATCH, Duration::ZERO, cutoff).await {
+                Ok((reaped, server_time)) => {
+                    // The earliest call of the pass: every heartbeat after
+                    // it renews the live leases before the next pass.
+                    this_pass.get_or_insert(server_time);
+                    let n = reaped.ids.len() as u32;
+                    total += n;
+                    if n > 0 {
+                        info!(queue = %queue, retried = reaped.retried, dead = reaped.dead, ids = ?reaped.ids, "recovered jobs whose lease expired");
+                    }
+                    if n < BATCH {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    self.metrics.redis_error("reap");
+                    warn!(queue = %queue, error = %err, "reap failed; retrying next pass");
+                    break;
+                }
+            }
+        }
+        if let Some(server_time) = this_pass {
+            self.cutoffs.lock().unwrap_or_else(|p| p.into_inner()).insert(queue.to_string(), server_time);
         }
         total
     }

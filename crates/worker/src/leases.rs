@@ -1,9 +1,12 @@
 //! Held leases and the heartbeat that keeps them alive.
 //!
-//! Every running job registers its lease in [`HeldLeases`]. The
-//! [`LeaseRenewer`] extends all of them in one call per queue every
-//! heartbeat; a lease the server reports lost gets its job cancelled, and
-//! the job's outcome is discarded (another attempt owns the job now).
+//! Every claimed job registers its lease in [`HeldLeases`] before its
+//! handler starts, and keeps it there until its outcome is recorded or given
+//! up (finding F2 in RELIABILITY.md: an outcome resent across a Redis outage
+//! must not outlive its lease). The [`LeaseRenewer`] extends all of them in
+//! one call per queue every heartbeat; a lease the server reports lost gets
+//! its running job cancelled, and the job's outcome is discarded (another
+//! attempt owns the job now).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,28 +18,61 @@ use tracing::{debug, warn};
 
 use crate::metrics::Metrics;
 
+/// One held lease.
+#[derive(Debug)]
+struct Held {
+    lease: Lease,
+    /// Cancelled when the lease is reported lost.
+    lost: CancellationToken,
+    /// The handler is done; its outcome is being recorded.
+    recording: bool,
+}
+
+/// What a lost lease's job was doing.
+#[derive(Debug, PartialEq, Eq)]
+enum LostWhile {
+    /// Its handler ran; it has been cancelled.
+    Running,
+    /// Its outcome was being recorded; the resend will be refused and say so.
+    Recording,
+    /// The lease is no longer held (the heartbeat raced its removal).
+    NotHeld,
+}
+
 /// The leases this process holds, with the token that cancels each job.
 #[derive(Debug, Default)]
 pub struct HeldLeases {
-    inner: Mutex<HashMap<JobId, (Lease, CancellationToken)>>,
+    inner: Mutex<HashMap<JobId, Held>>,
 }
 
 impl HeldLeases {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, (Lease, CancellationToken)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Held>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a running job; `lost` is cancelled if its lease is lost.
+    /// Registers a claimed job; `lost` is cancelled if its lease is lost.
     pub fn insert(&self, lease: Lease, lost: CancellationToken) {
-        self.lock().insert(lease.job_id.clone(), (lease, lost));
+        self.lock().insert(lease.job_id.clone(), Held { lease, lost, recording: false });
     }
 
-    /// Forgets a job that stopped running.
-    pub fn remove(&self, id: &JobId) {
-        self.lock().remove(id);
+    /// Marks the job of `lease` as done running: its outcome is being
+    /// recorded, and the heartbeat keeps renewing its lease meanwhile.
+    pub fn recording(&self, lease: &Lease) {
+        if let Some(held) = self.lock().get_mut(&lease.job_id).filter(|h| h.lease.token == lease.token) {
+            held.recording = true;
+        }
     }
 
-    /// How many leases are held.
+    /// Forgets `lease` once its outcome is recorded or given up. A newer
+    /// lease of the same job (the job came back to this worker) stays.
+    pub fn remove(&self, lease: &Lease) {
+        let mut held = self.lock();
+        if held.get(&lease.job_id).is_some_and(|h| h.lease.token == lease.token) {
+            held.remove(&lease.job_id);
+        }
+    }
+
+    /// How many leases are held (running jobs and outcomes being recorded).
     pub fn len(&self) -> usize {
         self.lock().len()
     }
@@ -46,20 +82,23 @@ impl HeldLeases {
         self.lock().is_empty()
     }
 
-    fn snapshot(&self) -> Vec<Lease> {
-        self.lock().values().map(|(lease, _)| lease.clone()).collect()
+    /// How many held leases belong to jobs whose handler still runs.
+    pub fn running(&self) -> usize {
+        self.lock().values().filter(|h| !h.recording).count()
     }
 
-    /// Cancels the job of a lost lease if it still runs under that token;
-    /// false when the job had already finished (the heartbeat raced its
-    /// completion, and nothing was lost).
-    fn lost(&self, lease: &Lease) -> bool {
+    fn snapshot(&self) -> Vec<Lease> {
+        self.lock().values().map(|h| h.lease.clone()).collect()
+    }
+
+    /// Cancels the job of a lost lease if it still runs under that token.
+    fn lost(&self, lease: &Lease) -> LostWhile {
         match self.lock().get(&lease.job_id) {
-            Some((held, token)) if held.token == lease.token => {
-                token.cancel();
-                true
+            Some(held) if held.lease.token == lease.token => {
+                held.lost.cancel();
+                if held.recording { LostWhile::Recording } else { LostWhile::Running }
             }
-            _ => false,
+            _ => LostWhile::NotHeld,
         }
     }
 }
@@ -102,6 +141,7 @@ impl LeaseRenewer {
     /// One heartbeat: extend everything held; cancel what was lost.
     pub async fn exec(&self) {
         let held = self.leases.snapshot();
+        self.metrics.leases_held(held.len());
         if held.is_empty() {
             return;
         }
@@ -110,9 +150,17 @@ impl LeaseRenewer {
                 self.metrics.redis_ok();
                 debug!(held = held.len(), lost = extended.lost.len(), "leases extended");
                 for lease in &extended.lost {
-                    if self.leases.lost(lease) {
-                        self.metrics.lease_lost(lease.queue.as_str());
-                        warn!(job_id = %lease.job_id, queue = %lease.queue, "lease lost; cancelling the job and discarding its outcome");
+                    match self.leases.lost(lease) {
+                        LostWhile::Running => {
+                            self.metrics.lease_lost(lease.queue.as_str());
+                            warn!(job_id = %lease.job_id, queue = %lease.queue, "lease lost; cancelling the job and discarding its outcome");
+                        }
+                        // The outcome's resend meets LEASE_LOST and reports
+                        // (and counts) the loss itself.
+                        LostWhile::Recording => {
+                            debug!(job_id = %lease.job_id, queue = %lease.queue, "lease lost while its outcome was being recorded")
+                        }
+                        LostWhile::NotHeld => {}
                     }
                 }
             }

@@ -66,6 +66,9 @@ pub mod names {
     /// Histogram `{queue, name}`: seconds the handler ran, of the jobs that
     /// completed.
     pub const JOB_DURATION: &str = "taskline_job_duration_seconds";
+    /// Gauge: leases this worker renews, of running jobs and of finished
+    /// jobs whose outcome is still being recorded (sampled every heartbeat).
+    pub const LEASES_HELD: &str = "taskline_leases_held";
     /// Gauge `{queue}`: jobs of this worker running now.
     pub const JOBS_IN_FLIGHT: &str = "taskline_jobs_in_flight";
     /// Gauge `{queue, state}`: jobs per state (`ready`, `delayed`, `active`,
@@ -151,6 +154,11 @@ impl Metrics {
             names::JOBS_IN_FLIGHT.into(),
             None,
             "Jobs of this worker running now.".into(),
+        );
+        recorder.describe_gauge(
+            names::LEASES_HELD.into(),
+            None,
+            "Leases this worker renews: running jobs and outcomes being recorded.".into(),
         );
         recorder.describe_gauge(names::QUEUE_JOBS.into(), None, "Jobs per queue and state (sampled).".into());
         recorder.describe_gauge(
@@ -277,6 +285,11 @@ impl Metrics {
             g.increment(1.0);
         }
         InFlight(gauge)
+    }
+
+    /// Sets how many leases the heartbeat renews.
+    pub fn leases_held(&self, n: usize) {
+        self.gauge(names::LEASES_HELD, Vec::new(), n as f64);
     }
 
     /// Sets the sampled per-state depths of `queue`.

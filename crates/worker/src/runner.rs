@@ -4,6 +4,9 @@
 //! Outcome calls that fail on the connection are resent with the same lease
 //! token until they land (the scripts answer a resend with the first
 //! outcome), or until the lease is reported lost, or until a hard stop.
+//! The job's lease stays in the held leases from the claim until its
+//! outcome is recorded or given up, so the heartbeat keeps renewing it
+//! while an outcome waits for Redis to come back (finding F2).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,6 +23,11 @@ use crate::worker::Shared;
 /// How long a cancelled handler (timeout, lost lease, shutdown) may take to
 /// react to `ctx.cancelled()` before it is dropped.
 const CANCEL_GRACE: Duration = Duration::from_secs(1);
+
+/// First and longest pause between resends of an outcome. The cap is well
+/// under a heartbeat, so an outcome lands soon after Redis is back.
+const RESEND_FIRST: Duration = Duration::from_millis(100);
+const RESEND_MAX: Duration = Duration::from_millis(500);
 
 /// How one attempt ended, before it is recorded.
 enum Outcome {
@@ -53,15 +61,24 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: usize, first: ClaimedJob) {
             }
             let _in_flight = shared.metrics.in_flight(&job.lease.queue);
             let started = Instant::now();
-            let outcome = execute(&shared, queue, &job).await;
-            record(&shared, queue, &job, outcome, started).await
+            // Held until the outcome is recorded or given up, not only
+            // while the handler runs: the heartbeat must renew the lease of
+            // an outcome that waits for Redis.
+            let lost = CancellationToken::new();
+            shared.leases.insert(job.lease.clone(), lost.clone());
+            let outcome = execute(&shared, queue, &job, &lost).await;
+            shared.leases.recording(&job.lease);
+            let successor = record(&shared, queue, &job, outcome, started).await;
+            shared.leases.remove(&job.lease);
+            successor
         }
         .instrument(span)
         .await;
     }
 }
 
-async fn execute(shared: &Shared, queue: usize, job: &ClaimedJob) -> Outcome {
+/// Runs the handler of `job`; `lost` is cancelled when its lease is lost.
+async fn execute(shared: &Shared, queue: usize, job: &ClaimedJob, lost: &CancellationToken) -> Outcome {
     let Some(registered) = shared.handlers[queue].get(&job.name) else {
         return Outcome::Failed(
             JobError::permanent(format!(
@@ -92,9 +109,7 @@ async fn execute(shared: &Shared, queue: usize, job: &ClaimedJob) -> Outcome {
     }
 
     let timeout = job.timeout.or(registered.timeout).or(shared.queues[queue].timeout);
-    let lost = CancellationToken::new();
     let cancel = lost.child_token();
-    shared.leases.insert(job.lease.clone(), lost.clone());
     let (reporter, flusher) =
         JobReporter::new(shared.client.clone(), job.lease.clone(), shared.progress_interval);
     let stop_flusher = CancellationToken::new();
@@ -148,7 +163,6 @@ async fn execute(shared: &Shared, queue: usize, job: &ClaimedJob) -> Outcome {
     {
         flusher.final_flush().await;
     }
-    shared.leases.remove(&job.lease.job_id);
     outcome
 }
 
@@ -277,7 +291,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = taskline::Result<T>>,
 {
-    let mut pause = Duration::from_millis(100);
+    let mut pause = RESEND_FIRST;
     loop {
         match call().await {
             Ok(value) => {
@@ -287,9 +301,12 @@ where
             Err(Error::LeaseLost { .. }) => {
                 shared.metrics.redis_ok();
                 shared.metrics.lease_lost(queue);
+                // The heartbeat renewed the lease until now, so it really
+                // ran out: Redis was unreachable for longer than the lease,
+                // or this process stalled.
                 warn!(
                     what,
-                    "lease lost before the outcome was recorded; outcome discarded (another attempt owns the job)"
+                    "lease lost before the outcome was recorded (Redis was unreachable for longer than the lease, or this worker stalled); outcome discarded, another attempt owns the job"
                 );
                 return None;
             }
@@ -309,7 +326,7 @@ where
                         return None;
                     }
                 }
-                pause = (pause * 2).min(Duration::from_secs(5));
+                pause = (pause * 2).min(RESEND_MAX);
             }
             Err(err) => {
                 shared.metrics.redis_error(what);

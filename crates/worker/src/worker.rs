@@ -22,7 +22,7 @@
 //!    runs the jobs again;
 //! 5. the lease renewer stops only now, because until step 4 ends a job may
 //!    still need its lease;
-//! 6. the reaper stops; it holds no state;
+//! 6. the reaper stops; it holds nothing that must outlive the process;
 //! 7. the sampler and the HTTP server stop last, after the runners, so that
 //!    `/metrics` shows the final outcomes and `/healthz` answers for as long
 //!    as the process still works.
@@ -330,7 +330,7 @@ impl Worker {
         let claimer = tokio::spawn(claim_loop(shared.clone(), runners.clone(), Waiter::new(redis_client)));
 
         shutdown.cancelled().await;
-        info!(running = leases.len(), "shutdown: no new jobs; waiting for running ones");
+        info!(running = leases.running(), "shutdown: no new jobs; waiting for running ones");
         let _ = claimer.await; // 1
         runners.close();
         let deadline = config.worker.shutdown_timeout;
@@ -341,9 +341,9 @@ impl Worker {
         };
         let mut report = WorkerReport::default();
         if !finished {
-            report.released_at_shutdown = leases.len();
+            report.released_at_shutdown = leases.running();
             warn!(
-                still_running = leases.len(),
+                still_running = leases.running(),
                 "shutdown: releasing the jobs still running back to their queues"
             );
             shared.abort_jobs.cancel(); // 3

@@ -4,8 +4,10 @@
 //! metrics and health endpoints (`metrics`), the configuration loader
 //! (`config`), flow control (`flow`), the `http` and `command` handler
 //! kinds against real local servers and child processes (`http`,
-//! `command`), and the container files (`containers`).
+//! `command`), the container files (`containers`), and leases across Redis stalls
+//! (`stalls`).
 
+mod scrape;
 mod support;
 
 mod command;
@@ -18,3 +20,4 @@ mod process;
 mod progress;
 mod resume;
 mod runtime;
+mod stalls;

@@ -110,8 +110,8 @@ impl Injector {
                 let server = self.server.clone();
                 record.detail = "redis-server killed (SIGKILL) and started on the same AOF".into();
                 if let Err(err) = blocking(move || server.restart()).await {
-                    // The test kit gives a start 10 s; a long AOF replay can
-                    // take longer. Note it and try once more.
+                    // Redis gets `run::REDIS_READY_TIMEOUT` to load its AOF; should
+                    // a restart still fail, note it and try once more.
                     anomalies.push(format!("redis restart failed, retried: {err:#}"));
                     let server = self.server.clone();
                     blocking(move || server.restart()).await.context("redis restart, second try")?;

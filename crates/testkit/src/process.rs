@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use crate::server::{REDIS_SERVER_ENV, RedisServerBuilder};
 
 /// How long a server may take to answer `PING` (and, in cluster mode, to
-/// report `cluster_state:ok`) before the start counts as failed.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// report `cluster_state:ok`) before the start counts as failed, unless
+/// [`RedisServerBuilder::ready_timeout`] says otherwise.
+const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// Connect and reply timeouts of the blocking connections used here.
 const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
@@ -151,7 +152,8 @@ impl Launch {
                 ))
             })?;
 
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let ready_timeout = self.options.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT);
+        let deadline = Instant::now() + ready_timeout;
         let mut identified = false;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -171,7 +173,10 @@ impl Launch {
             if Instant::now() >= deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(self.failure(format!("redis-server was not ready within {READY_TIMEOUT:?}")));
+                return Err(self.failure(format!(
+                    "redis-server was not ready within {ready_timeout:?}; a large AOF takes longer to load: \
+                     raise RedisServerBuilder::ready_timeout"
+                )));
             }
             thread::sleep(POLL_INTERVAL);
         }

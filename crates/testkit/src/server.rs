@@ -34,6 +34,7 @@ pub struct RedisServerBuilder {
     pub(crate) tls: bool,
     pub(crate) binary: Option<PathBuf>,
     pub(crate) extra: Vec<(String, String)>,
+    pub(crate) ready_timeout: Option<Duration>,
 }
 
 impl RedisServerBuilder {
@@ -80,6 +81,15 @@ impl RedisServerBuilder {
         self
     }
 
+    /// How long a start or restart may take until the server answers (and,
+    /// in cluster mode, owns every slot); 10 seconds when not called. A
+    /// restart replays the AOF before it answers, so a server holding a
+    /// large data set needs more.
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = Some(timeout);
+        self
+    }
+
     /// Runs this binary instead of the one named by [`REDIS_SERVER_ENV`] or
     /// found on `PATH`.
     pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
@@ -91,8 +101,9 @@ impl RedisServerBuilder {
     ///
     /// # Panics
     ///
-    /// If the binary cannot be run or the server is not ready within 10
-    /// seconds; the message carries the tail of the server's log.
+    /// If the binary cannot be run or the server is not ready within the
+    /// ready timeout ([`RedisServerBuilder::ready_timeout`], default 10 s);
+    /// the message carries the tail of the server's log.
     pub fn start(self) -> RedisServer {
         RedisServer::launch(self)
     }
@@ -301,7 +312,8 @@ impl RedisServer {
     ///
     /// # Panics
     ///
-    /// If the server does not come back; the message carries its log.
+    /// If the server does not come back within the ready timeout
+    /// ([`RedisServerBuilder::ready_timeout`]); the message carries its log.
     pub fn restart(&self) {
         self.kill();
         self.start_again();

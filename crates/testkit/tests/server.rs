@@ -244,6 +244,27 @@ fn failed_start_panics_with_the_server_output() {
 }
 
 #[test]
+fn a_start_slower_than_the_ready_timeout_panics_naming_the_option() {
+    // No redis-server answers within zero time of its spawn.
+    let message = panic_message(|| {
+        RedisServer::builder().ready_timeout(Duration::ZERO).start();
+    });
+    assert!(message.contains("was not ready within 0ns"), "{message}");
+    assert!(message.contains("RedisServerBuilder::ready_timeout"), "{message}");
+}
+
+#[tokio::test]
+async fn restart_waits_as_long_as_the_ready_timeout_allows() {
+    let server = RedisServer::builder().appendonly(true).ready_timeout(Duration::from_secs(60)).start();
+    let mut con = server.connection().await;
+    let _: () = con.set("k", "v").await.expect("set");
+    server.restart();
+    let mut con = server.connection().await;
+    let v: String = con.get("k").await.expect("get");
+    assert_eq!(v, "v");
+}
+
+#[test]
 fn missing_binary_panics_with_advice() {
     let message = panic_message(|| {
         RedisServer::builder().binary("/nonexistent/redis-server").start();

@@ -438,7 +438,9 @@ impl Config {
         // The builder reads top-level keys as path expressions, and a key
         // like "a[400000000]" would make it allocate a huge array: refuse
         // unknown sections before the builder sees them.
-        let top = source.collect().map_err(|e| convert_error(e, &overrides).in_file(file))?;
+        let top = source
+            .collect()
+            .map_err(|e| locate(convert_error(e, &overrides), text, &overrides).in_file(file))?;
         if let Some(key) = top.keys().find(|k| !SECTIONS.contains(&k.as_str())) {
             let sections: Vec<String> = SECTIONS.iter().map(|s| format!("`{s}`")).collect();
             let message = format!("unknown field, expected one of {}", sections.join(", "));
@@ -911,7 +913,32 @@ fn syntax_error(report: &str) -> ConfigError {
         .filter(|at| at.starts_with("line "));
     let what = report.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(report).trim();
     let what = if what == "recursion limit" { "tables or arrays nested too deeply" } else { what };
-    ConfigError::new(location.unwrap_or_else(|| "(toml)".into()), format!("invalid TOML: {what}"))
+    ConfigError::new(location.unwrap_or_else(|| UNLOCATED.into()), format!("invalid TOML: {what}"))
+}
+
+/// The field of a TOML error the parser reported without a place.
+const UNLOCATED: &str = "(toml)";
+
+/// Gives a TOML error that the parser reported without a place (a number
+/// out of range, for one) the line where it is: the end of the shortest
+/// prefix of `text`, in whole lines, that fails the same way. Only on the
+/// error path, and configuration files are small.
+fn locate(mut err: ConfigError, text: &str, overrides: &EnvOverrides) -> ConfigError {
+    if err.field != UNLOCATED {
+        return err;
+    }
+    let mut end = 0;
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        end += line.len();
+        let prefix = config::File::from_str(&text[..end], config::FileFormat::Toml);
+        if let Err(e) = prefix.collect()
+            && convert_error(e, overrides).message == err.message
+        {
+            err.field = format!("line {}", index + 1);
+            break;
+        }
+    }
+    err
 }
 
 // ---------------------------------------------------------------------------

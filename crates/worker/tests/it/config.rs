@@ -372,6 +372,15 @@ fn a_syntax_error_gives_its_line_and_column() {
     assert!(err.message.contains("duplicate key"), "{err}");
 }
 
+/// Found by the property test (`config_props`): the TOML parser reports an
+/// integer out of range without a place, and the error said `(toml)`.
+#[test]
+fn an_integer_out_of_range_gives_its_line() {
+    let err = load_err("[queues.q]\nweight = 1\nconcurrency = -99999999999999999999999\n", &[]);
+    assert_eq!(err.field, "line 3", "{err}");
+    assert!(err.message.contains("number too small"), "{err}");
+}
+
 // ---------------------------------------------------------------------------
 // Environment overrides
 

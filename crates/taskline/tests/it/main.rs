@@ -13,6 +13,7 @@ mod faults;
 mod flow;
 mod lifecycle;
 mod progress;
+mod payload_props;
 mod repair;
 mod tls;
 mod watch;

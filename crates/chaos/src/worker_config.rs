@@ -85,10 +85,11 @@ impl WorkerSettings {
     }
 
     /// How long after a fault ends a lease it broke can still be reaped:
-    /// the lease runs out, then the next reaper pass (with its jitter)
-    /// finds it, plus slack for a loaded machine.
+    /// the lease runs out, the next reaper pass leaves it (a pass reaps only
+    /// leases that had expired by the previous one, finding F3), the pass
+    /// after (with its jitter) takes it, plus slack for a loaded machine.
     pub fn recovery_window(&self) -> Duration {
-        self.lease + self.heartbeat + self.reap_interval * 2 + Duration::from_secs(3)
+        self.lease + self.heartbeat + self.reap_interval * 3 + Duration::from_secs(3)
     }
 }
 

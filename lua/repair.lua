@@ -25,8 +25,19 @@
                   The job's `state` disagrees with the one structure that
                   lists it. The structure wins: `state` is set to <place>
                   (delayed also gets `due_at` = its score).
+  groupslots <group>
+                  A mutex group's slot count in `groups` disagrees with its
+                  jobs in the ready lists and `active`. It is counted again
+                  here (reading every ready and active job: O(ready +
+                  active)) and set; freed slots go to the group's waiting
+                  jobs, as when a job of the group finishes.
 
-  Ready lists are looked for at levels 0..9 and at every level in `levels`.
+  Ready lists are looked for at levels 0..9 and at every level in `levels`;
+  a ready job of a mutex group may also wait in its group's list
+  (includes/groups). A relisted ready job of a group goes through the
+  group's door (make_ready): it takes a free slot or waits. Where that
+  leaves the group's slot count wrong (the job still held a slot when it
+  went missing), the next check reports it and 'groupslots' fixes it.
 
   KEYS[1] meta       hash    counter `repaired`
   KEYS[2] levels     zset    non-empty priority levels
@@ -38,8 +49,10 @@
 
   ARGV[1] prefix  the queue's key prefix (see enqueue.lua)
   ARGV[2] cap     events stream bound (0 = no events)
-  ARGV[3] action  'unlisted', 'missing', 'hidden' or 'mismatch'
-  ARGV[4] target  the job id, or the level for 'hidden'
+  ARGV[3] action  'unlisted', 'missing', 'hidden', 'mismatch' or
+                  'groupslots'
+  ARGV[4] target  the job id, the level for 'hidden', the group for
+                  'groupslots'
   ARGV[5] place   the structure named by 'missing' and 'mismatch'
 
   Reply: {status, detail}: status 'repaired' (detail says what was done) or
@@ -49,6 +62,7 @@
 -- @include "clock"
 -- @include "events"
 -- @include "ready"
+-- @include "groups"
 local meta_key, levels_key, delayed_key, active_key, completed_key, dead_key, events_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local prefix = ARGV[1]
@@ -73,11 +87,15 @@ local function ready_lists()
   return lists
 end
 
--- The structures that list `id` now, one entry per listing.
-local function places_of(id)
+-- The structures that list `id` (of mutex group `group`, or nil) now, one
+-- entry per listing.
+local function places_of(id, group)
   local found = {}
   for _, list_key in ipairs(ready_lists()) do
     if redis.call('LPOS', list_key, id) then found[#found + 1] = 'ready' end
+  end
+  if group and group ~= '' and redis.call('LPOS', prefix .. 'gwait:' .. group, id) then
+    found[#found + 1] = 'ready'
   end
   for name, key in pairs(zsets) do
     if redis.call('ZSCORE', key, id) then found[#found + 1] = name end
@@ -100,15 +118,16 @@ end
 local function relist(id)
   local job_key = prefix .. 'job:' .. id
   local f = redis.call('HMGET', job_key, 'state', 'priority', 'due_at', 'finished_at', 'died_at', 'name',
-    'attempt', 'correlation_id')
+    'attempt', 'correlation_id', 'group', 'group_max')
   if not f[1] then return {'skipped', 'the job hash no longer exists'} end
-  if #places_of(id) > 0 then return {'skipped', 'a structure lists the job again'} end
+  if #places_of(id, f[9]) > 0 then return {'skipped', 'a structure lists the job again'} end
   local state, detail = f[1], nil
   if state == 'ready' then
     local level = tonumber(f[2])
     if not level or level < 0 or level > 9 or level ~= math.floor(level) then level = 0 end
-    push_ready(prefix, levels_key, id, tostring(level), false)
+    make_ready(prefix, levels_key, id, tostring(level), f[9], f[10])
     detail = 'put back at the end of ready level ' .. level
+    if f[9] and f[9] ~= '' then detail = detail .. ' (through mutex group ' .. f[9] .. ')' end
   elseif state == 'delayed' then
     local due = time_or(f[3], now)
     schedule(prefix, delayed_key, id, due)
@@ -140,6 +159,9 @@ local function drop_missing(id)
     for _, list_key in ipairs(ready_lists()) do
       removed = removed + redis.call('LREM', list_key, 0, id)
     end
+    for _, group in ipairs(redis.call('HKEYS', prefix .. 'groups')) do
+      removed = removed + redis.call('LREM', prefix .. 'gwait:' .. group, 0, id)
+    end
   elseif zsets[place] then
     removed = redis.call('ZREM', zsets[place], id)
   else
@@ -164,9 +186,9 @@ end
 
 local function restate(id)
   local job_key = prefix .. 'job:' .. id
-  local f = redis.call('HMGET', job_key, 'state', 'name', 'attempt', 'correlation_id')
+  local f = redis.call('HMGET', job_key, 'state', 'name', 'attempt', 'correlation_id', 'group')
   if not f[1] then return {'skipped', 'the job hash no longer exists'} end
-  local found = places_of(id)
+  local found = places_of(id, f[5])
   if #found ~= 1 or found[1] ~= place then
     return {'skipped', 'the job is no longer listed in ' .. place .. ' alone'}
   end
@@ -180,7 +202,53 @@ local function restate(id)
   return done('state ' .. string.format('%q', f[1]) .. ' set to ' .. place)
 end
 
+-- Jobs of `group` holding a slot: in a ready list or `active`, with the
+-- state that goes with it.
+local function count_holders(group)
+  local holders = 0
+  local function tally(ids, state)
+    for _, id in ipairs(ids) do
+      local f = redis.call('HMGET', prefix .. 'job:' .. id, 'state', 'group')
+      if f[1] == state and f[2] == group then holders = holders + 1 end
+    end
+  end
+  for _, list_key in ipairs(ready_lists()) do tally(redis.call('LRANGE', list_key, 0, -1), 'ready') end
+  tally(redis.call('ZRANGE', active_key, 0, -1), 'active')
+  return holders
+end
+
+local function recount(group)
+  local groups_key = prefix .. 'groups'
+  local recorded = tonumber(redis.call('HGET', groups_key, group)) or 0
+  local holders = count_holders(group)
+  if holders == recorded then return {'skipped', 'the slot count agrees now'} end
+  -- Freed slots go to waiting jobs of the group, within its limit.
+  local waiting_key = prefix .. 'gwait:' .. group
+  local handed = 0
+  while true do
+    local next_id = redis.call('LINDEX', waiting_key, -1)
+    if not next_id then break end
+    local w = redis.call('HMGET', prefix .. 'job:' .. next_id, 'priority', 'group_max')
+    if w[1] and holders >= (tonumber(w[2]) or 1) then break end
+    redis.call('RPOP', waiting_key)
+    if w[1] then
+      push_ready(prefix, levels_key, next_id, w[1], false)
+      holders = holders + 1
+      handed = handed + 1
+    end
+  end
+  if holders > 0 then
+    redis.call('HSET', groups_key, group, holders)
+  else
+    redis.call('HDEL', groups_key, group)
+  end
+  local detail = 'slots of mutex group ' .. group .. ' set from ' .. recorded .. ' to ' .. holders
+  if handed > 0 then detail = detail .. ' (' .. handed .. ' waiting job(s) moved to ready)' end
+  return done(detail)
+end
+
 if action == 'unlisted' then return relist(target) end
+if action == 'groupslots' then return recount(target) end
 if action == 'missing' then return drop_missing(target) end
 if action == 'hidden' then return show_level(target) end
 if action == 'mismatch' then return restate(target) end

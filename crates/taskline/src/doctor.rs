@@ -71,7 +71,7 @@ pub enum Violation {
 impl Violation {
     /// A short name of the kind of violation, for tables and JSON:
     /// `in_several_places`, `unlisted`, `missing_hash`, `state_mismatch`,
-    /// `hidden_ready_level`.
+    /// `hidden_ready_level`, `group_slots`.
     pub fn kind(&self) -> &'static str {
         match self {
             Violation::InSeveralPlaces { .. } => "in_several_places",
@@ -79,17 +79,19 @@ impl Violation {
             Violation::MissingHash { .. } => "missing_hash",
             Violation::StateMismatch { .. } => "state_mismatch",
             Violation::HiddenReadyLevel { .. } => "hidden_ready_level",
+            Violation::GroupSlots { .. } => "group_slots",
         }
     }
 
-    /// The job the violation is about; `None` for a hidden ready level.
+    /// The job the violation is about; `None` for a hidden ready level and
+    /// a group's slot count.
     pub fn job_id(&self) -> Option<&str> {
         match self {
             Violation::InSeveralPlaces { id, .. }
             | Violation::Unlisted { id, .. }
             | Violation::MissingHash { id, .. }
             | Violation::StateMismatch { id, .. } => Some(id),
-            Violation::HiddenReadyLevel { .. } => None,
+            Violation::HiddenReadyLevel { .. } | Violation::GroupSlots { .. } => None,
         }
     }
 }

@@ -15,6 +15,7 @@
 //! | [`Violation::MissingHash`] | the id is removed from the structure, with an `orphan` event |
 //! | [`Violation::HiddenReadyLevel`] | the level is added back to `levels` |
 //! | [`Violation::StateMismatch`] | the stored state is set to the structure that lists the job |
+//! | [`Violation::GroupSlots`] | the group's slots are counted again and set; freed slots go to its waiting jobs |
 //! | [`Violation::InSeveralPlaces`] | nothing: which place is right cannot be told safely |
 
 use crate::client::{Args, Client};
@@ -61,7 +62,8 @@ pub struct Repair {
 pub struct RepairReport {
     /// The check before repairing.
     pub found: QueueReport,
-    /// One entry per violation found, in order.
+    /// One entry per violation repaired or skipped, in order: those found,
+    /// then any group slot counts the repairs left wrong.
     pub repairs: Vec<Repair>,
     /// The check after repairing: what still needs an operator (or moved
     /// while the queue was being repaired).
@@ -77,16 +79,39 @@ impl RepairReport {
 
 impl Client {
     /// Checks `queue` ([`Client::check_queue`]), repairs each violation
-    /// ([`Client::repair`]), and checks again.
+    /// ([`Client::repair`]), and checks again. Repairs can leave a mutex
+    /// group's slot count wrong (a relisted job of the group takes a slot
+    /// it may still have held): such violations, new in the second check,
+    /// are repaired too, and the queue is checked a third time.
     pub async fn repair_queue(&self, queue: &str) -> Result<RepairReport> {
         let found = self.check_queue(queue).await?;
         let mut repairs = Vec::with_capacity(found.violations.len());
-        for violation in &found.violations {
+        self.repair_each(queue, &found.violations, &mut repairs).await?;
+        let mut remaining = self.check_queue(queue).await?;
+        let new: Vec<Violation> = remaining
+            .violations
+            .iter()
+            .filter(|v| matches!(v, Violation::GroupSlots { .. }) && !found.violations.contains(v))
+            .cloned()
+            .collect();
+        if !new.is_empty() {
+            self.repair_each(queue, &new, &mut repairs).await?;
+            remaining = self.check_queue(queue).await?;
+        }
+        Ok(RepairReport { found, repairs, remaining })
+    }
+
+    async fn repair_each(
+        &self,
+        queue: &str,
+        violations: &[Violation],
+        repairs: &mut Vec<Repair>,
+    ) -> Result<()> {
+        for violation in violations {
             let outcome = self.repair(queue, violation).await?;
             repairs.push(Repair { violation: violation.clone(), outcome });
         }
-        let remaining = self.check_queue(queue).await?;
-        Ok(RepairReport { found, repairs, remaining })
+        Ok(())
     }
 
     /// Repairs one violation of `queue` if it still holds, in one atomic
@@ -97,6 +122,7 @@ impl Client {
             Violation::MissingHash { id, place } => ("missing", id.as_str(), place.as_str()),
             Violation::HiddenReadyLevel { level } => ("hidden", level.as_str(), ""),
             Violation::StateMismatch { id, place, .. } => ("mismatch", id.as_str(), place.as_str()),
+            Violation::GroupSlots { group, .. } => ("groupslots", group.as_str(), ""),
             Violation::InSeveralPlaces { .. } => {
                 return Ok(RepairOutcome::Skipped(
                     "listed in several places, and which one is right cannot be told safely; \

@@ -120,10 +120,12 @@ fn violations_table(violations: &[Violation]) -> String {
     table.render()
 }
 
-/// The job id, or `level N` for a hidden ready level.
+/// The job id, `level N` for a hidden ready level, `group G` for a mutex
+/// group's slot count.
 fn subject(violation: &Violation) -> String {
     match violation {
         Violation::HiddenReadyLevel { level } => format!("level {level}"),
+        Violation::GroupSlots { group, .. } => format!("group {group}"),
         other => other.job_id().unwrap_or_default().to_string(),
     }
 }
@@ -133,14 +135,16 @@ fn violations_json(violations: &[Violation]) -> Vec<Value> {
 }
 
 fn violation_json(violation: &Violation) -> Value {
-    let level = match violation {
-        Violation::HiddenReadyLevel { level } => Value::String(level.clone()),
-        _ => Value::Null,
+    let (level, group) = match violation {
+        Violation::HiddenReadyLevel { level } => (Some(level), None),
+        Violation::GroupSlots { group, .. } => (None, Some(group)),
+        _ => (None, None),
     };
     json!({
         "kind": violation.kind(),
         "job_id": violation.job_id(),
         "level": level,
+        "group": group,
         "problem": violation.to_string(),
     })
 }

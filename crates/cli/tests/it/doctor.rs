@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use taskline::{JobState, NewJob};
+use taskline::{Group, JobState, NewJob};
 
 use crate::support::{Env, assert_sound, claim_options, cmd, events, key, members};
 
@@ -16,7 +16,11 @@ fn kinds(list: &Value) -> BTreeSet<(String, String)> {
         .expect("a list of violations")
         .iter()
         .map(|v| {
-            let subject = v["job_id"].as_str().or(v["level"].as_str()).expect("job or level");
+            let subject = v["job_id"]
+                .as_str()
+                .or(v["level"].as_str())
+                .or(v["group"].as_str())
+                .expect("job, level or group");
             (v["kind"].as_str().expect("kind").to_string(), subject.to_string())
         })
         .collect()
@@ -171,6 +175,42 @@ async fn every_kind_of_corruption_is_reported_repaired_and_its_jobs_then_run() {
     assert_eq!(again.errors[0].message, "lease expired");
     let counts = env.client.counts(q).await.expect("counts");
     assert_eq!((counts.ready, counts.delayed, counts.active, counts.completed, counts.dead), (0, 1, 0, 5, 1));
+    assert_sound(&env, q).await;
+}
+
+#[tokio::test]
+async fn a_mutex_groups_waiting_job_and_slot_count_are_repaired_and_the_group_still_runs_one_at_a_time() {
+    let env = Env::start().await;
+    let q = "groups";
+    let job = |n: u32| NewJob::new("sync", &json!({ "n": n })).expect("job").group(Group::with_limit("g", 1));
+    let first = env.client.enqueue(q, job(1)).await.expect("enqueue");
+    let second = env.client.enqueue(q, job(2)).await.expect("enqueue");
+    assert_sound(&env, q).await;
+
+    // The waiting job falls out of its group's list, and the slot count
+    // goes wrong.
+    let mut raw = env.raw().await;
+    let _: i64 = cmd(&mut raw, &["LREM", &key(q, "gwait:g"), "0", second.as_str()]).await;
+    let _: i64 = cmd(&mut raw, &["HSET", &key(q, "groups"), "g", "5"]).await;
+    let json = env.run(&["doctor", q, "--json"]).code(3).json();
+    assert_eq!(kinds(&json["violations"]), pairs(&[("unlisted", second.as_str()), ("group_slots", "g")]));
+
+    let run = env.run(&["doctor", q, "--repair"]).ok();
+    assert!(run.stdout.contains("through mutex group g"), "{}", run.stdout);
+    assert!(run.stdout.contains("slots of mutex group g set from 5 to 1"), "{}", run.stdout);
+    env.run(&["doctor", q]).ok();
+    let waiting: Vec<String> = cmd(&mut raw, &["LRANGE", &key(q, "gwait:g"), "0", "-1"]).await;
+    assert_eq!(waiting, vec![second.to_string()], "the second job waits for the group's one slot");
+
+    // One at a time, as before the damage.
+    let claim = env.client.claim(q, &claim_options(10)).await.expect("claim");
+    assert_eq!(claim.jobs.len(), 1);
+    assert_eq!(claim.jobs[0].lease.job_id, first);
+    env.client.complete(&claim.jobs[0].lease, None).await.expect("complete");
+    let claim = env.client.claim(q, &claim_options(10)).await.expect("claim");
+    assert_eq!(claim.jobs.iter().map(|j| j.lease.job_id.clone()).collect::<Vec<_>>(), vec![second]);
+    env.client.complete(&claim.jobs[0].lease, None).await.expect("complete");
+    assert_eq!(env.client.counts(q).await.expect("counts").completed, 2);
     assert_sound(&env, q).await;
 }
 

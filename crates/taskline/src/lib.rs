@@ -83,6 +83,6 @@ pub use protocol::{
     Claim, ClaimOptions, ClaimedJob, Completion, Extended, FailOutcome, Failure, FlowLimit, Lease, Reaped,
     Released,
 };
+pub use repair::{Repair, RepairOutcome, RepairReport};
 pub use status::JobStatus;
 pub use watch::{JobUpdate, JobWatch};
-pub use repair::{Repair, RepairOutcome, RepairReport};

@@ -5,7 +5,10 @@
 //! scenarios, prints one table and writes a JSON report with the machine,
 //! versions and parameters.
 
+mod fleet;
 mod peer;
+mod processes;
+mod redis_bound;
 mod redis_stats;
 mod report;
 mod scenarios;
@@ -21,7 +24,11 @@ use taskline_testkit::RedisServer;
 use crate::peer::Peer;
 use crate::scenarios::{Bench, Params};
 
-const ALL: &[&str] = &["enqueue_single", "enqueue_bulk", "process", "latency", "idle", "memory"];
+/// Run when `--scenarios` is not given: one process, a minute or two.
+const DEFAULT: &[&str] = &["enqueue_single", "enqueue_bulk", "process", "latency", "idle", "memory"];
+/// Run only when named: they start `taskline-worker` processes or
+/// `redis-benchmark`, and `worker_rss` is long by design.
+const ON_REQUEST: &[&str] = &["saturate", "redis_bound", "worker_rss"];
 
 /// Measures Taskline (and BullMQ, when Node.js and its packages are there)
 /// on one Redis.
@@ -49,9 +56,22 @@ struct Args {
     /// Empty queues the idle worker watches.
     #[arg(long, default_value_t = 10)]
     idle_queues: u32,
-    /// Scenarios to run, comma-separated (default: all).
-    #[arg(long, value_delimiter = ',', default_values_t = ALL.iter().map(|s| s.to_string()))]
+    /// Scenarios to run, comma-separated (default: the single-process ones;
+    /// `saturate`, `redis_bound` and `worker_rss` run only when named).
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT.iter().map(|s| s.to_string()))]
     scenarios: Vec<String>,
+    /// `saturate`: worker process counts, one run each, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1, 2, 4])]
+    worker_processes: Vec<u32>,
+    /// `worker_rss`: jobs one worker process runs through.
+    #[arg(long, default_value_t = 1_000_000)]
+    rss_jobs: u64,
+    /// `redis_bound`: requests of each redis-benchmark test.
+    #[arg(long, default_value_t = 200_000)]
+    redis_benchmark_requests: u64,
+    /// The taskline-worker binary (default: next to this executable).
+    #[arg(long)]
+    worker_bin: Option<PathBuf>,
     /// Skip the BullMQ peer even if it is installed.
     #[arg(long)]
     no_peer: bool,
@@ -66,9 +86,21 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    if let Some(unknown) = args.scenarios.iter().find(|s| !ALL.contains(&s.as_str())) {
-        anyhow::bail!("unknown scenario {unknown:?}; the scenarios are {}", ALL.join(", "));
+    let known = |s: &String| DEFAULT.contains(&s.as_str()) || ON_REQUEST.contains(&s.as_str());
+    if let Some(unknown) = args.scenarios.iter().find(|s| !known(s)) {
+        anyhow::bail!(
+            "unknown scenario {unknown:?}; the scenarios are {}, {}",
+            DEFAULT.join(", "),
+            ON_REQUEST.join(", ")
+        );
     }
+    if args.worker_processes.contains(&0) {
+        anyhow::bail!("--worker-processes: every count must be at least 1");
+    }
+    let worker_bin = match args.worker_bin.clone() {
+        Some(path) => path,
+        None => fleet::sibling_worker()?,
+    };
     let (_server, url) = match &args.redis_url {
         Some(url) => (None, url.clone()),
         None => {
@@ -85,12 +117,16 @@ async fn main() -> Result<()> {
         latency_seconds: args.latency_seconds,
         idle_seconds: args.idle_seconds,
         idle_queues: args.idle_queues,
+        worker_processes: args.worker_processes.clone(),
+        rss_jobs: args.rss_jobs,
+        redis_benchmark_requests: args.redis_benchmark_requests,
     };
     let client = Client::connect(&url).await.context("connect to Redis")?;
     let mut raw = redis::Client::open(url.as_str())?.get_multiplexed_async_connection().await?;
     let redis_version = redis_stats::redis_version(&mut raw).await?;
     let run_id = taskline::JobId::generate().to_string()[24..].to_string();
-    let mut bench = Bench { url: url.clone(), client, raw, params: params.clone(), run_id: run_id.clone() };
+    let mut bench =
+        Bench { url: url.clone(), client, raw, params: params.clone(), run_id: run_id.clone(), worker_bin };
 
     let wants = |name: &str| args.scenarios.iter().any(|s| s == name);
     let mut results = serde_json::Map::new();
@@ -119,6 +155,17 @@ async fn main() -> Result<()> {
     if wants("memory") {
         eprintln!("taskline: memory ...");
         results.insert("memory".into(), json!(bench.memory().await?));
+    }
+    if wants("saturate") {
+        results.insert("saturate".into(), json!(bench.saturate().await?));
+    }
+    if wants("redis_bound") {
+        eprintln!("taskline: redis_bound ...");
+        results.insert("redis_bound".into(), json!(bench.redis_bound().await?));
+    }
+    if wants("worker_rss") {
+        eprintln!("taskline: worker_rss ({} jobs) ...", params.rss_jobs);
+        results.insert("worker_rss".into(), json!(bench.worker_rss().await?));
     }
     let taskline = Value::Object(results);
 

@@ -76,6 +76,15 @@ pub async fn used_memory(conn: &mut MultiplexedConnection) -> Result<u64> {
         .context("INFO memory lacks used_memory")
 }
 
+/// Clients parked in a blocking command (`INFO clients`): an idle worker
+/// holds one.
+pub async fn blocked_clients(conn: &mut MultiplexedConnection) -> Result<u64> {
+    let info: String = redis::cmd("INFO").arg("clients").query_async(conn).await?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("blocked_clients:")?.trim().parse().ok())
+        .context("INFO clients lacks blocked_clients")
+}
+
 /// The server's version string.
 pub async fn redis_version(conn: &mut MultiplexedConnection) -> Result<String> {
     let info: String = redis::cmd("INFO").arg("server").query_async(conn).await?;

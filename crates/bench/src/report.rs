@@ -54,6 +54,38 @@ const ROWS: &[Row] = &[
         higher_is_better: false,
     },
     Row { label: "worker RSS max (KiB)", path: ["rss", "max_kib"], higher_is_better: false },
+    Row { label: "worker process RSS: jobs run", path: ["worker_rss", "jobs"], higher_is_better: true },
+    Row {
+        label: "worker process RSS start (KiB)",
+        path: ["worker_rss", "start_kib"],
+        higher_is_better: false,
+    },
+    Row {
+        label: "worker process RSS at 1/10 (KiB)",
+        path: ["worker_rss", "at_tenth_kib"],
+        higher_is_better: false,
+    },
+    Row { label: "worker process RSS max (KiB)", path: ["worker_rss", "max_kib"], higher_is_better: false },
+    Row { label: "worker process RSS end (KiB)", path: ["worker_rss", "end_kib"], higher_is_better: false },
+];
+
+/// Per-run figures of `saturate` (one run per process count), with their
+/// labels.
+const SATURATE_FIELDS: &[(&str, &str)] = &[
+    ("jobs/s", "jobs_per_sec"),
+    ("Redis commands/job", "redis_calls_per_job"),
+    ("Redis CPU us/job", "redis_cpu_us_per_job"),
+    ("Redis CPU busy (0-1)", "redis_cpu_utilisation"),
+    ("bound 1e6/us (jobs/s)", "redis_cpu_bound_jobs_per_sec"),
+    ("workers CPU us/job", "workers_cpu_us_per_job"),
+    ("workers CPU (cores)", "workers_cpu_utilisation"),
+];
+
+/// Per-test figures of `redis_bound`.
+const BOUND_FIELDS: &[(&str, &str)] = &[
+    ("req/s", "requests_per_sec"),
+    ("Redis CPU us/req", "redis_cpu_us_per_request"),
+    ("Redis CPU busy (0-1)", "redis_cpu_utilisation"),
 ];
 
 fn get(results: &Value, path: [&str; 2]) -> Option<f64> {
@@ -97,7 +129,33 @@ pub fn table(taskline: &Value, bullmq: Option<&Value>) -> String {
             advantage
         ));
     }
+    for (label, value) in taskline_only_rows(taskline) {
+        text.push_str(&format!("{label:<40} {:>14} {:>14} {:>18}\n", number(value), "-", "-"));
+    }
     text
+}
+
+/// Rows of the scenarios that have no BullMQ counterpart and more than one
+/// run: `saturate` (one per process count) and `redis_bound` (one per test).
+fn taskline_only_rows(taskline: &Value) -> Vec<(String, f64)> {
+    let mut rows = Vec::new();
+    for run in taskline.get("saturate").and_then(Value::as_array).into_iter().flatten() {
+        let processes = run.get("worker_processes").and_then(Value::as_u64).unwrap_or(0);
+        for (label, field) in SATURATE_FIELDS {
+            if let Some(value) = run.get(*field).and_then(Value::as_f64) {
+                rows.push((format!("saturate x{processes}: {label}"), value));
+            }
+        }
+    }
+    let tests = taskline.get("redis_bound").and_then(|b| b.get("tests")).and_then(Value::as_object);
+    for (name, test) in tests.into_iter().flatten() {
+        for (label, field) in BOUND_FIELDS {
+            if let Some(value) = test.get(*field).and_then(Value::as_f64) {
+                rows.push((format!("redis-bench {name}: {label}"), value));
+            }
+        }
+    }
+    rows
 }
 
 fn number(x: f64) -> String {

@@ -1,6 +1,7 @@
 //! The measured scenarios. Each prepares its own fresh queue, times only
 //! the part it is named after, and reads Redis's own counters around it.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -14,6 +15,7 @@ use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::fleet::JOB_NAME;
 use crate::redis_stats::{Cost, Snapshot, used_memory};
 
 /// What every scenario is sized by.
@@ -33,6 +35,12 @@ pub struct Params {
     pub idle_seconds: u64,
     /// Empty queues the idle worker watches.
     pub idle_queues: u32,
+    /// Worker process counts of the saturation scenario, one run each.
+    pub worker_processes: Vec<u32>,
+    /// Jobs of the worker RSS run.
+    pub rss_jobs: u64,
+    /// Requests of each `redis-benchmark` test.
+    pub redis_benchmark_requests: u64,
 }
 
 /// A throughput figure with its Redis cost.
@@ -114,20 +122,22 @@ pub struct Bench {
     pub params: Params,
     /// Unique per run, so queues never collide.
     pub run_id: String,
+    /// The `taskline-worker` binary of the multi-process scenarios.
+    pub worker_bin: PathBuf,
 }
 
 impl Bench {
-    fn queue(&self, scenario: &str) -> String {
+    pub(crate) fn queue(&self, scenario: &str) -> String {
         format!("bench-{}-{scenario}", self.run_id)
     }
 
-    fn job(&self, sent_ns: Option<u128>) -> Result<NewJob> {
+    pub(crate) fn job(&self, sent_ns: Option<u128>) -> Result<NewJob> {
         let pad = self.params.payload_bytes.saturating_sub(40);
         let payload = match sent_ns {
             Some(ns) => serde_json::json!({ "sent_ns": ns.to_string(), "data": "x".repeat(pad) }),
             None => serde_json::json!({ "data": "x".repeat(pad + 20) }),
         };
-        Ok(NewJob::new("noop", &payload)?)
+        Ok(NewJob::new(JOB_NAME, &payload)?)
     }
 
     /// N single enqueues with `concurrency` in flight.
@@ -185,7 +195,7 @@ impl Bench {
             }
         });
         let worker = Worker::builder(self.worker_config(std::slice::from_ref(&queue))?)
-            .handler(&queue, "noop", handler)
+            .handler(&queue, JOB_NAME, handler)
             .build()?;
         let mut rss = Rss { start_kib: rss_kib(), ..Rss::default() };
         let before = Snapshot::take(&mut self.raw).await?;
@@ -227,7 +237,7 @@ impl Bench {
             }
         });
         let worker = Worker::builder(self.worker_config(std::slice::from_ref(&queue))?)
-            .handler(&queue, "noop", handler)
+            .handler(&queue, JOB_NAME, handler)
             .build()?;
         let (shutdown, running) = start(worker);
         tokio::time::sleep(Duration::from_millis(500)).await; // let it go idle
@@ -317,7 +327,7 @@ impl Bench {
     }
 }
 
-fn throughput(jobs: u64, seconds: f64, cost: Cost) -> Throughput {
+pub(crate) fn throughput(jobs: u64, seconds: f64, cost: Cost) -> Throughput {
     Throughput { jobs, seconds, jobs_per_sec: jobs as f64 / seconds.max(1e-9), cost }
 }
 
@@ -354,12 +364,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// This process's resident set size in KiB (0 where /proc is missing).
 pub fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok())
-        })
-        .unwrap_or(0)
+    crate::fleet::rss_kib("self").unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use serde::Serialize;
 use taskline::NewJob;
 
 use crate::fleet::{self, Fleet};
-use crate::redis_stats::{Snapshot, blocked_clients, used_memory};
+use crate::redis_stats::{CommandCost, Snapshot, blocked_clients, command_costs, command_times, used_memory};
 use crate::scenarios::{Bench, Throughput, throughput};
 
 /// Jobs per `enqueue_bulk` call of the producer: the producer never holds
@@ -49,6 +49,9 @@ pub struct Saturation {
     pub workers_cpu_utilisation: f64,
     /// Largest resident set of any worker at the end, KiB.
     pub worker_rss_max_kib: u64,
+    /// Where Redis's time went, per command, most first (`INFO
+    /// commandstats`; EVALSHA's time includes its inner commands).
+    pub commands: Vec<CommandCost>,
 }
 
 /// One memory sample of the long run.
@@ -107,6 +110,7 @@ impl Bench {
         let dir = tempfile::tempdir().context("temporary directory for the worker config")?;
         let mut fleet = self.start_ready_fleet(&queue, dir.path(), processes).await?;
 
+        let times_before = command_times(&mut self.raw).await?;
         let before = Snapshot::take(&mut self.raw).await?;
         let workers_cpu_before = fleet.cpu_seconds();
         let started = Instant::now();
@@ -114,6 +118,7 @@ impl Bench {
         self.wait_completed(&queue, jobs, started, &mut fleet).await?;
         let seconds = started.elapsed().as_secs_f64();
         let after = Snapshot::take(&mut self.raw).await?;
+        let times_after = command_times(&mut self.raw).await?;
         let workers_cpu = fleet.cpu_seconds() - workers_cpu_before;
         let worker_rss_max_kib = fleet.max_rss_kib();
         fleet.stop().await?;
@@ -129,6 +134,7 @@ impl Bench {
             workers_cpu_us_per_job: workers_cpu.max(0.0) * 1e6 / jobs.max(1) as f64,
             workers_cpu_utilisation: workers_cpu.max(0.0) / seconds,
             worker_rss_max_kib,
+            commands: command_costs(&times_before, &times_after, jobs),
             throughput: throughput(jobs, seconds, cost),
         })
     }

@@ -3,6 +3,8 @@
 //! memory` for bytes in use. A scenario takes a snapshot before and after
 //! its timed part and divides the difference by the jobs it handled.
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context, Result};
 use redis::aio::MultiplexedConnection;
 
@@ -68,6 +70,57 @@ impl Snapshot {
     }
 }
 
+/// One command's share of a stretch of work, per job.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CommandCost {
+    /// Command name, lower case (`evalsha`, `hset`, ...).
+    pub command: String,
+    /// Calls per job.
+    pub calls_per_job: f64,
+    /// Microseconds Redis timed for it per job. EVALSHA's time includes the
+    /// commands its script ran, which are also listed under their own names.
+    pub usec_per_job: f64,
+}
+
+/// Calls and microseconds of every command so far (`INFO commandstats`).
+pub async fn command_times(conn: &mut MultiplexedConnection) -> Result<BTreeMap<String, (f64, f64)>> {
+    let stats: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await?;
+    let mut times = BTreeMap::new();
+    for line in stats.lines() {
+        let Some((name, rest)) = line.split_once(':') else { continue };
+        let Some(command) = name.strip_prefix("cmdstat_") else { continue };
+        times.insert(
+            command.to_string(),
+            (field(rest, "calls").unwrap_or(0.0), field(rest, "usec").unwrap_or(0.0)),
+        );
+    }
+    Ok(times)
+}
+
+/// The commands that ran between `before` and `after`, most Redis time
+/// first, per job.
+pub fn command_costs(
+    before: &BTreeMap<String, (f64, f64)>,
+    after: &BTreeMap<String, (f64, f64)>,
+    jobs: u64,
+) -> Vec<CommandCost> {
+    let jobs = jobs.max(1) as f64;
+    let mut costs: Vec<CommandCost> = after
+        .iter()
+        .map(|(command, (calls, usec))| {
+            let (calls_before, usec_before) = before.get(command).copied().unwrap_or((0.0, 0.0));
+            CommandCost {
+                command: command.clone(),
+                calls_per_job: (calls - calls_before) / jobs,
+                usec_per_job: (usec - usec_before) / jobs,
+            }
+        })
+        .filter(|c| c.calls_per_job > 0.0)
+        .collect();
+    costs.sort_by(|a, b| b.usec_per_job.total_cmp(&a.usec_per_job));
+    costs
+}
+
 /// `used_memory` in bytes.
 pub async fn used_memory(conn: &mut MultiplexedConnection) -> Result<u64> {
     let info: String = redis::cmd("INFO").arg("memory").query_async(conn).await?;
@@ -98,7 +151,23 @@ fn field(text: &str, name: &str) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::field;
+    use std::collections::BTreeMap;
+
+    use super::{command_costs, field};
+
+    #[test]
+    fn command_costs_are_deltas_per_job_most_time_first() {
+        let before = BTreeMap::from([("hset".to_string(), (10.0, 100.0))]);
+        let after = BTreeMap::from([
+            ("hset".to_string(), (30.0, 300.0)),
+            ("evalsha".to_string(), (10.0, 500.0)),
+            ("ping".to_string(), (0.0, 0.0)),
+        ]);
+        let costs = command_costs(&before, &after, 10);
+        let names: Vec<&str> = costs.iter().map(|c| c.command.as_str()).collect();
+        assert_eq!(names, ["evalsha", "hset"]);
+        assert_eq!((costs[1].calls_per_job, costs[1].usec_per_job), (2.0, 20.0));
+    }
 
     #[test]
     fn reads_commandstats_fields() {

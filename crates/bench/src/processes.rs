@@ -6,6 +6,7 @@
 //! So process start-up (connecting, loading scripts, the first reap) is
 //! outside the timed part, and the "start" memory is that of a ready worker.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -216,12 +217,7 @@ impl Bench {
 
     /// Starts `processes` workers on the (paused) `queue` and waits until
     /// each is parked in its blocking wait: ready, and idle.
-    async fn start_ready_fleet(
-        &mut self,
-        queue: &str,
-        dir: &std::path::Path,
-        processes: u32,
-    ) -> Result<Fleet> {
+    async fn start_ready_fleet(&mut self, queue: &str, dir: &Path, processes: u32) -> Result<Fleet> {
         let config = dir.join("worker.toml");
         std::fs::write(&config, fleet::worker_toml(&self.url, queue, self.params.concurrency))
             .with_context(|| format!("cannot write {}", config.display()))?;

@@ -8,35 +8,15 @@
 //! with the same cargo, target directory and profile as the bench, which
 //! puts it next to `taskline-bench`, where the bench looks by default.
 
+mod support;
+
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
-/// Builds `taskline-worker` into the directory of `bench` (a no-op when it
-/// is fresh).
-fn build_worker(bench: &Path) {
-    let bin_dir = bench.parent().expect("the bench binary has a directory");
-    let target_dir = bin_dir.parent().expect("the profile directory has a parent");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
-    command
-        .args(["build", "--quiet", "-p", "taskline-worker", "--bin", "taskline-worker"])
-        .arg("--target-dir")
-        .arg(target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    match bin_dir.file_name().and_then(|n| n.to_str()) {
-        Some("release") => {
-            command.arg("--release");
-        }
-        Some("debug") | None => {}
-        Some(other) => {
-            command.args(["--profile", other]);
-        }
-    }
-    let status = command.status().expect("run cargo build -p taskline-worker");
-    assert!(status.success(), "cargo build -p taskline-worker failed: {status}");
-}
+use std::process::Command;
+
+use support::run_bench;
 
 fn positive(value: &Value, field: &str) -> f64 {
     let x = value[field].as_f64().unwrap_or(0.0);
@@ -47,23 +27,23 @@ fn positive(value: &Value, field: &str) -> f64 {
 #[test]
 fn worker_processes_complete_every_job_and_report_their_cost() {
     let bench = Path::new(env!("CARGO_BIN_EXE_taskline-bench"));
-    build_worker(bench);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let report = dir.path().join("report.json");
-    let output = Command::new(bench)
-        .args(["--scenarios", "saturate,worker_rss,redis_bound", "--jobs", "400", "--concurrency", "8"])
-        .args(["--worker-processes", "1,2", "--rss-jobs", "3000", "--redis-benchmark-requests", "500"])
-        .args(["--no-peer", "--json"])
-        .arg(&report)
-        .env_remove("REDIS_URL")
-        .output()
-        .expect("run taskline-bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "bench failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    taskline_testkit::build_worker_next_to(bench);
+    let (stdout, doc) = run_bench(&[
+        "--scenarios",
+        "saturate,worker_rss,redis_bound",
+        "--jobs",
+        "400",
+        "--concurrency",
+        "8",
+        "--worker-processes",
+        "1,2",
+        "--rss-jobs",
+        "3000",
+        "--redis-benchmark-requests",
+        "500",
+    ]);
     assert!(stdout.contains("saturate x2: jobs/s"), "table missing:\n{stdout}");
     assert!(stdout.contains("worker process RSS max (KiB)"), "table missing:\n{stdout}");
-
-    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
     let t = &doc["taskline"];
 
     let runs = t["saturate"].as_array().expect("one saturate run per process count");

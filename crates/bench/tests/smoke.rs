@@ -2,26 +2,29 @@
 //! check the report's shape and that every job was handled. No speed is
 //! asserted; benchmarks are not timed tests.
 
+mod support;
+
 use std::process::Command;
 
-use serde_json::Value;
+use support::run_bench;
 
 #[test]
 fn a_tiny_run_reports_every_scenario() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let report = dir.path().join("report.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_taskline-bench"))
-        .args(["--jobs", "300", "--concurrency", "8", "--rate", "100", "--latency-seconds", "1"])
-        .args(["--idle-seconds", "1", "--idle-queues", "3", "--no-peer", "--json"])
-        .arg(&report)
-        .env_remove("REDIS_URL")
-        .output()
-        .expect("run taskline-bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "bench failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let (stdout, doc) = run_bench(&[
+        "--jobs",
+        "300",
+        "--concurrency",
+        "8",
+        "--rate",
+        "100",
+        "--latency-seconds",
+        "1",
+        "--idle-seconds",
+        "1",
+        "--idle-queues",
+        "3",
+    ]);
     assert!(stdout.contains("process, no-op (jobs/s)"), "table missing:\n{stdout}");
-
-    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
     let t = &doc["taskline"];
     for scenario in ["enqueue_single", "enqueue_bulk", "process"] {
         assert!(t[scenario]["jobs"].as_u64().unwrap_or(0) >= 296, "{scenario}: {}", t[scenario]);

@@ -8,7 +8,7 @@
 //! `taskline-chaos` where the runner looks by default. The build is a no-op
 //! when the binary is fresh.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
@@ -21,38 +21,10 @@ const SEED: &str = "20251127";
 const FAULT_KINDS: [&str; 5] =
     ["worker_sigkill", "worker_sigterm", "redis_restart", "client_kill", "redis_pause"];
 
-/// Builds `taskline-worker` next to `chaos` (same target dir and profile).
-fn build_worker(chaos: &Path) -> PathBuf {
-    let bin_dir = chaos.parent().expect("the chaos binary has a directory");
-    let target_dir = bin_dir.parent().expect("the profile directory has a parent");
-    let profile = bin_dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
-    command
-        .args(["build", "--quiet", "-p", "taskline-worker", "--bin", "taskline-worker"])
-        .arg("--target-dir")
-        .arg(target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    match profile {
-        "debug" => {}
-        "release" => {
-            command.arg("--release");
-        }
-        other => {
-            command.args(["--profile", other]);
-        }
-    }
-    let status = command.status().expect("run cargo build -p taskline-worker");
-    assert!(status.success(), "cargo build -p taskline-worker failed: {status}");
-    let worker = bin_dir.join(format!("taskline-worker{}", std::env::consts::EXE_SUFFIX));
-    assert!(worker.is_file(), "no worker binary at {} after the build", worker.display());
-    worker
-}
-
 #[test]
 fn a_short_seeded_run_loses_nothing() {
     let chaos = PathBuf::from(env!("CARGO_BIN_EXE_taskline-chaos"));
-    let worker = build_worker(&chaos);
+    let worker = taskline_testkit::build_worker_next_to(&chaos);
     let dir = tempfile::tempdir().expect("tempdir");
     let report_path = dir.path().join("report.json");
     let output = Command::new(&chaos)

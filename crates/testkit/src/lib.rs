@@ -38,6 +38,8 @@
 mod process;
 pub mod server;
 pub mod slot;
+pub mod worker_binary;
 
 pub use server::{REDIS_SERVER_ENV, RedisServer, RedisServerBuilder};
 pub use slot::{SLOT_COUNT, hash_slot};
+pub use worker_binary::build_worker_next_to;

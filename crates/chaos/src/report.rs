@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::faults::FaultRecord;
 use crate::schedule::FaultKind;
+use crate::summary::Figures;
 
 /// What the run was asked to do.
 #[derive(Debug, Clone, Serialize)]
@@ -45,29 +46,11 @@ pub struct Report {
     pub behaviours: BTreeMap<String, u64>,
     /// Faults injected per kind.
     pub faults: BTreeMap<String, u64>,
-    /// Jobs completed.
-    pub completed: u64,
-    /// Dead jobs per reason.
-    pub dead: BTreeMap<String, u64>,
-    /// Dead jobs whose attempts were spent by lost leases, not by their
-    /// behaviour (counted in `dead` too).
-    pub dead_by_faults: u64,
+    /// What happened to the jobs (see [`Figures`]).
+    #[serde(flatten)]
+    pub figures: Figures,
     /// Jobs in no terminal state: `missing` plus `unsettled`. Must be 0.
     pub lost: u64,
-    /// Enqueued ids with no job at all.
-    pub missing: u64,
-    /// Jobs still ready, delayed or active at the end.
-    pub unsettled: u64,
-    /// Jobs that ended otherwise than their behaviour says. Must be 0.
-    pub mismatched: u64,
-    /// Executions (claims) of all jobs.
-    pub executions: u64,
-    /// Executions beyond what the behaviours need.
-    pub duplicates: u64,
-    /// Duplicates per fault that explains them.
-    pub duplicates_by_cause: BTreeMap<String, u64>,
-    /// Jobs run more often than needed.
-    pub jobs_with_duplicates: u64,
     /// Violations found by `Client::check_queue` at the end. Must be 0.
     pub invariant_violations: u64,
     /// Event stream entries read.
@@ -79,12 +62,6 @@ pub struct Report {
     /// Worker processes that misbehaved (exited on their own, or did not
     /// shut down cleanly on SIGTERM).
     pub anomalies: Vec<String>,
-    /// Up to 20 examples of lost or mismatched jobs and violations.
-    pub examples: Vec<String>,
-    /// Up to 20 jobs run more often than needed, with the causes found.
-    pub duplicate_samples: Vec<String>,
-    /// Up to 20 jobs with a duplicate no fault explains, with their events.
-    pub unexplained_samples: Vec<String>,
     /// Every fault injected, in order.
     pub fault_log: Vec<FaultRecord>,
     /// Seconds from start to the end of the accounting.
@@ -100,11 +77,12 @@ impl Report {
         if self.lost > 0 {
             failures.push(format!(
                 "{} jobs lost ({} missing, {} unsettled)",
-                self.lost, self.missing, self.unsettled
+                self.lost, self.figures.missing, self.figures.unsettled
             ));
         }
-        if self.mismatched > 0 {
-            failures.push(format!("{} jobs ended otherwise than their behaviour says", self.mismatched));
+        if self.figures.mismatched > 0 {
+            failures
+                .push(format!("{} jobs ended otherwise than their behaviour says", self.figures.mismatched));
         }
         if self.invariant_violations > 0 {
             failures.push(format!("{} invariant violations", self.invariant_violations));
@@ -124,23 +102,23 @@ impl Report {
                 self.faults.get(kind.as_str()).copied().unwrap_or(0).to_string(),
             ));
         }
-        rows.push(("completed".into(), self.completed.to_string()));
-        rows.push(("dead".into(), self.dead.values().sum::<u64>().to_string()));
-        for (reason, n) in &self.dead {
+        rows.push(("completed".into(), self.figures.completed.to_string()));
+        rows.push(("dead".into(), self.figures.dead.values().sum::<u64>().to_string()));
+        for (reason, n) in &self.figures.dead {
             rows.push((format!("  {reason}"), n.to_string()));
         }
-        rows.push(("  of which attempts spent by faults".into(), self.dead_by_faults.to_string()));
+        rows.push(("  of which attempts spent by faults".into(), self.figures.dead_by_faults.to_string()));
         rows.push((
             "lost (must be 0)".into(),
-            format!("{} ({} missing, {} unsettled)", self.lost, self.missing, self.unsettled),
+            format!("{} ({} missing, {} unsettled)", self.lost, self.figures.missing, self.figures.unsettled),
         ));
-        rows.push(("mismatched ends (must be 0)".into(), self.mismatched.to_string()));
-        rows.push(("executions".into(), self.executions.to_string()));
+        rows.push(("mismatched ends (must be 0)".into(), self.figures.mismatched.to_string()));
+        rows.push(("executions".into(), self.figures.executions.to_string()));
         rows.push((
             "duplicates".into(),
-            format!("{} in {} jobs", self.duplicates, self.jobs_with_duplicates),
+            format!("{} in {} jobs", self.figures.duplicates, self.figures.jobs_with_duplicates),
         ));
-        for (cause, n) in &self.duplicates_by_cause {
+        for (cause, n) in &self.figures.duplicates_by_cause {
             rows.push((format!("  {cause}"), n.to_string()));
         }
         rows.push(("invariant violations (must be 0)".into(), self.invariant_violations.to_string()));
@@ -158,7 +136,7 @@ impl Report {
         for (key, value) in rows {
             let _ = writeln!(out, "{key:<width$}  {value}");
         }
-        for line in self.anomalies.iter().chain(&self.examples) {
+        for line in self.anomalies.iter().chain(&self.figures.examples) {
             let _ = writeln!(out, "  ! {line}");
         }
         out

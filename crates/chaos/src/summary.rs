@@ -14,7 +14,7 @@ use crate::faults::FaultRecord;
 const EXAMPLES: usize = 20;
 
 /// The per-job figures of a run.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Figures {
     /// Jobs completed.
     pub completed: u64,

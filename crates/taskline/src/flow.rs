@@ -198,17 +198,11 @@ impl Client {
             ])
             .query_async(&mut conn)
             .await?;
-        let rate = |max: Option<u64>, period: Option<u64>| match (max, period) {
-            (Some(max), Some(period)) if max > 0 && period > 0 => Some(RateLimit {
-                max: max.min(u64::from(u32::MAX)) as u32,
-                per: Duration::from_millis(period),
-            }),
-            _ => None,
-        };
-        let concurrency = |n: Option<u64>| n.filter(|&n| n > 0).map(|n| n.min(u64::from(u32::MAX)) as u32);
-        let configured = FlowLimits { rate: rate(f[0], f[1]), concurrency: concurrency(f[2]) };
-        let runtime_rate = f[3].map(|_| rate(f[3], f[4]));
-        let runtime_concurrency = f[5].map(|n| concurrency(Some(n)));
+        let number = |i: usize| f[i].unwrap_or(0);
+        let configured =
+            FlowLimits { rate: stored_rate(number(0), number(1)), concurrency: stored_count(number(2)) };
+        let runtime_rate = f[3].map(|max| stored_rate(max, number(4)));
+        let runtime_concurrency = f[5].map(stored_count);
         let effective = FlowLimits {
             rate: runtime_rate.unwrap_or(configured.rate),
             concurrency: runtime_concurrency.unwrap_or(configured.concurrency),
@@ -236,14 +230,23 @@ impl Client {
         }
         let value = self.run(&SCRIPTS.settings, &[keys.meta()], args).await?;
         let mut reply = Reply::new(value, "settings")?;
-        let (max, period, concurrency) =
-            (reply.int("rate_max")?, reply.int("rate_period_ms")?, reply.int("concurrency")?);
-        Ok(FlowLimits {
-            rate: (max > 0 && period > 0)
-                .then(|| RateLimit { max: max as u32, per: Duration::from_millis(period as u64) }),
-            concurrency: (concurrency > 0).then_some(concurrency as u32),
-        })
+        let mut next = |what| reply.int(what).map(|n| n.max(0) as u64);
+        let (max, period, concurrency) = (next("rate_max")?, next("rate_period_ms")?, next("concurrency")?);
+        Ok(FlowLimits { rate: stored_rate(max, period), concurrency: stored_count(concurrency) })
     }
+}
+
+/// A rate limit from its stored fields (0 in either: none).
+fn stored_rate(max: u64, period_ms: u64) -> Option<RateLimit> {
+    (max > 0 && period_ms > 0).then(|| RateLimit {
+        max: max.min(u64::from(u32::MAX)) as u32,
+        per: Duration::from_millis(period_ms),
+    })
+}
+
+/// A concurrency limit from its stored field (0: none).
+fn stored_count(n: u64) -> Option<u32> {
+    (n > 0).then(|| n.min(u64::from(u32::MAX)) as u32)
 }
 
 /// The stored fields of a rate limit: "0" for none.

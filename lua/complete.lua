@@ -1,55 +1,70 @@
 --[[
-  complete: acknowledge a job's success, optionally leasing the next jobs
-  in the same call (complete-and-claim: one round trip per job for a busy
-  worker).
+  complete: acknowledge the success of one or more jobs of a queue,
+  optionally leasing their successors in the same call (complete-and-claim:
+  a busy worker needs no round trip of its own to find more work).
 
-  Ownership: only the holder of the job's current lease token may complete
+  Batches: the client merges completions of one queue that are ready at
+  the same time into one call (crates/taskline/src/coalesce.rs), so a busy
+  worker pays the fixed cost of a script call (the call itself, the clock,
+  the flow settings, the ready levels, the counters) once per batch rather
+  than once per job. Each job is still fenced on its own: one job's lost
+  lease is answered for that job and the others go ahead.
+
+  Ownership: only the holder of a job's current lease token may complete
   it. Resending the same completion after a lost reply succeeds again and
-  records nothing twice.
+  records nothing twice, whatever batch the resend travels in.
 
-  Retention: the job enters `completed` (score = finish time). Every
-  TRIM_SLACK-th completion of the queue (by its `completed` counter) trims
-  the set back to keep_last, the oldest first, in one batch (their hashes
+  Retention: a job enters `completed` (score = finish time). Whenever the
+  queue's `completed` counter passes a multiple of TRIM_SLACK, the set is
+  trimmed back to keep_last, the oldest first, in one batch (their hashes
   with one DEL), so trimming costs a fraction of a command per job; the set
-  holds at most keep_last + TRIM_SLACK - 1 jobs. Every
-  AGE_CHECK_EVERY completions (and with every batch), jobs older than
-  max_age_ms are removed too; the worker's maintenance applies both
-  continuously as well. keep_last = 0 deletes the job at once and leaves the
-  marker <prefix>done:<id> (its lease token, for 30 s) so that a resent
+  holds at most keep_last + TRIM_SLACK - 1 jobs plus one batch. Whenever the
+  counter passes a multiple of AGE_CHECK_EVERY (and with every trim), jobs
+  older than max_age_ms are removed too; the worker's maintenance applies
+  both continuously as well. keep_last = 0 deletes a job at once and leaves
+  the marker <prefix>done:<id> (its lease token, for 30 s) so that a resent
   completion is still answered 'already'. Once retention has removed a job,
-  a resend gets JOB_NOT_FOUND: the job is finished, nothing is left to
-  record.
+  a resend gets 'not_found': the job is finished, nothing is left to record.
 
-  KEYS[1] meta       hash    counter `completed` += 1; `paused` and the
-                             flow-control settings (includes/flow)
+  KEYS[1] meta       hash    counter `completed` += jobs completed; `paused`
+                             and the flow-control settings (includes/flow)
   KEYS[2] delayed    zset    (for the claim part)
   KEYS[3] active     zset    lease deadlines
   KEYS[4] levels     zset    non-empty priority levels (claim part)
   KEYS[5] events     stream  lifecycle events
   KEYS[6] completed  zset    finish time (ms) per job id
 
-  ARGV[1]  prefix         the queue's key prefix (see enqueue.lua)
-  ARGV[2]  cap            events stream bound (0 = no events)
-  ARGV[3]  id             job id
-  ARGV[4]  token          the lease token from claim
-  ARGV[5]  result         JSON result text, or "" for none
-  ARGV[6]  keep_last      completed jobs kept (>= 0)
-  ARGV[7]  max_age_ms     completed jobs older than this are removed (0 = no
-                          age limit)
-  ARGV[8]  count          jobs to claim afterwards (0 = plain complete)
-  ARGV[9]  lease_ms       } claim arguments, as in claim.lua; ignored when
-  ARGV[10] token_prefix   } count = 0
-  ARGV[11] worker         }
-  ARGV[12] promote_limit  }
+  ARGV[1] prefix         the queue's key prefix (see enqueue.lua)
+  ARGV[2] cap            events stream bound (0 = no events)
+  ARGV[3] keep_last      completed jobs kept (>= 0)
+  ARGV[4] max_age_ms     completed jobs older than this are removed (0 = no
+                         age limit)
+  ARGV[5] lease_ms       } claim arguments, as in claim.lua; the i-th job
+  ARGV[6] token_prefix   } leased by this call gets the lease token
+  ARGV[7] worker         } "<token_prefix>.<i>"
+  ARGV[8] promote_limit  }
+  ARGV[9] n              completions that follow
+  then n groups of 4 values, one per completion:
+    id       job id
+    token    the lease token from claim
+    result   JSON result text, or "" for none
+    want     successors to lease for this completion (0 = plain complete)
 
-  Reply: {status, paused, next_due_ms, now_ms, n, limit, records...}:
-  status 'completed' or 'already' (a resend); the rest is the claim reply
-  of includes/claim_jobs ({0, -1, now_ms, 0, ''} when count = 0). A resent
-  complete-and-claim leases nothing new: it returns the jobs the first call
-  leased that are still held under its tokens (recorded in the completed
-  job's `next_claim` field), so a lost reply strands no job.
-  Errors: JOB_NOT_FOUND (no such job), LEASE_LOST (the token does not hold
-  the lease: expired and reaped, released, or another attempt's token).
+  Reply: {paused, next_due_ms, now_ms, limit, then n groups: status, k,
+  then k records of 15 values} where paused, next_due_ms, now_ms and limit
+  are the claim part's (includes/claim_jobs; {0, -1, now, ''} when nothing
+  was wanted), and each group answers one completion, in order:
+    status  'completed', 'already' (a resend: changed nothing),
+            'lease_lost' (the token does not hold the lease: expired and
+            reaped, released, or another attempt's token) or 'not_found'
+            (no such job)
+    k       records of the successors leased for it (at most `want`; jobs
+            are handed out in the order of the completions)
+  A resent complete-and-claim leases nothing new: it hands back the jobs
+  the first call leased for that completion and that are still held under
+  their tokens (recorded in the completed job's `next_claim` field as
+  "token id" pairs), so a lost reply strands no job.
+  Errors: none for a job's state; each completion has its own status.
 ]]
 -- @include "clock"
 -- @include "fields"
@@ -65,9 +80,12 @@ local k = {meta = KEYS[1], delayed = KEYS[2], active = KEYS[3], levels = KEYS[4]
 local completed_key = KEYS[6]
 local prefix = ARGV[1]
 local cap = tonumber(ARGV[2])
-local id, token, result = ARGV[3], ARGV[4], ARGV[5]
-local keep_last, max_age_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
-local count = tonumber(ARGV[8])
+local keep_last, max_age_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
+local lease_ms, token_prefix, worker = tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local promote_limit = tonumber(ARGV[8])
+local n = tonumber(ARGV[9])
+local STRIDE = 4
+local CLAIM_RECORD = 15
 -- Completions between two trims, and the most jobs removed by one call.
 local TRIM_SLACK = 50
 local TRIM_BATCH = 500
@@ -76,103 +94,168 @@ local AGE_CHECK_EVERY = 16
 -- How long a resend is recognized after keep_last = 0 deleted the job.
 local DONE_MARKER_MS = 30000
 
-local job_key = prefix .. 'job:' .. id
-local status, job = fence(job_key, id, token, {completed = true})
 local now = now_ms()
+local now_text = int_text(now)
 
--- Removes completed jobs: their ids from `completed`, their hashes in one
--- DEL. Never the job completing now (completions in one millisecond tie on
--- score and sort by id).
-local function remove_completed(ids)
-  local keys, members = {}, {}
-  for _, old in ipairs(ids) do
-    if old ~= id then
-      keys[#keys + 1] = prefix .. 'job:' .. old
-      members[#members + 1] = old
-    end
+-- Fence every job first: nothing is written for a job that fails its
+-- fence, and the claim part below sees the freed slots.
+local entries = {}
+local done_ids = {}
+local seen = {}
+local wanted = 0
+for j = 0, n - 1 do
+  local a = 9 + j * STRIDE
+  local e = {id = ARGV[a + 1], token = ARGV[a + 2], result = ARGV[a + 3],
+    want = tonumber(ARGV[a + 4]) or 0}
+  e.job_key = prefix .. 'job:' .. e.id
+  if seen[e.id] then
+    -- The same job twice in one batch: the first entry decides.
+    e.status = 'already'
+    e.job = {}
+    e.duplicate = true
+  else
+    seen[e.id] = true
+    e.status, e.job = check_fence(e.job_key, e.id, e.token, {completed = true})
   end
-  if #keys > 0 then
-    redis.call('DEL', unpack(keys))
-    redis.call('ZREM', completed_key, unpack(members))
+  if e.status == 'ok' then
+    done_ids[#done_ids + 1] = e.id
+    wanted = wanted + e.want
+  end
+  entries[#entries + 1] = e
+end
+
+-- Leave `active` and the mutex groups first, so that the claim part sees
+-- these slots as free (global concurrency, a group's next job).
+if #done_ids > 0 then
+  redis.call('ZREM', k.active, unpack(done_ids))
+  for _, e in ipairs(entries) do
+    if e.status == 'ok' then group_leave(prefix, k.levels, e.job.group) end
   end
 end
 
-local CLAIM_RECORD = 15
+-- Lease the successors before writing the completions, so that each is
+-- one HSET that also remembers what this call handed out (for a resend).
 local claimed = {0, -1, now, 0, ''}
-if status == 'ok' then
-  status = 'completed'
-  -- Leave `active` and the mutex group first, so that the claim part sees
-  -- this job's slot as free (global concurrency, the group's next job).
-  redis.call('ZREM', k.active, id)
-  group_leave(prefix, k.levels, job.group)
-  -- Lease the successors before writing the completion, so that it is one
-  -- HSET that also remembers what this call handed out (for a resend).
-  if count > 0 then
-    claimed = claim_jobs(prefix, k, now, count, tonumber(ARGV[9]), ARGV[10], ARGV[11],
-      tonumber(ARGV[12]), cap, false)
+if wanted > 0 then
+  claimed = claim_jobs(prefix, k, now, wanted, lease_ms, token_prefix, worker,
+    promote_limit, cap, false)
+end
+local reply = {claimed[1], claimed[2], claimed[3], claimed[5]}
+local handed_out = 0
+
+-- Appends the records of leased jobs from..to (1-based, in claim order).
+local function append_claimed(from, to)
+  for i = from, to do
+    local base = 5 + (i - 1) * CLAIM_RECORD
+    for v = 1, CLAIM_RECORD do reply[#reply + 1] = claimed[base + v] end
   end
-  local fields = {'state', 'completed', 'outcome', 'completed', 'finished_at', now}
-  if result ~= '' then
-    fields[#fields + 1] = 'result'
-    fields[#fields + 1] = result
+end
+
+-- A resend: hands back what the first call leased for this completion,
+-- where still held by it. Returns how many records it appended.
+local function hand_back(e)
+  local handed = redis.call('HGET', e.job_key, 'next_claim')
+  if not handed then return 0 end
+  local words = {}
+  for word in string.gmatch(handed, '%S+') do words[#words + 1] = word end
+  local count = 0
+  for w = 1, #words - 1, 2 do
+    local next_token, next_id = words[w], words[w + 1]
+    local next_key = prefix .. 'job:' .. next_id
+    local f = read_record_fields(next_key)
+    local held = redis.call('HMGET', next_key, 'lease_token', 'attempt')
+    local deadline = redis.call('ZSCORE', k.active, next_id)
+    if f[12] == 'active' and held[1] == next_token and deadline then
+      append_record(reply, f, next_id, next_token, tonumber(held[2]), tonumber(deadline))
+      count = count + 1
+    end
   end
-  if claimed[4] > 0 and keep_last ~= 0 then
-    local handed = {ARGV[10]}
-    for i = 1, claimed[4] do handed[#handed + 1] = claimed[6 + (i - 1) * CLAIM_RECORD] end
-    fields[#fields + 1] = 'next_claim'
-    fields[#fields + 1] = table.concat(handed, ' ')
+  return count
+end
+
+local completed_now = 0
+for _, e in ipairs(entries) do
+  if e.status == 'ok' then
+    completed_now = completed_now + 1
+    local give = math.min(e.want, claimed[4] - handed_out)
+    local fields = {'state', 'completed', 'outcome', 'completed', 'finished_at', now_text}
+    if e.result ~= '' then
+      fields[#fields + 1] = 'result'
+      fields[#fields + 1] = e.result
+    end
+    if give > 0 and keep_last ~= 0 then
+      local pairs_ = {}
+      for i = handed_out + 1, handed_out + give do
+        local base = 5 + (i - 1) * CLAIM_RECORD
+        pairs_[#pairs_ + 1] = claimed[base + 2]
+        pairs_[#pairs_ + 1] = claimed[base + 1]
+      end
+      fields[#fields + 1] = 'next_claim'
+      fields[#fields + 1] = table.concat(pairs_, ' ')
+    end
+    redis.call('HSET', e.job_key, unpack(fields))
+    release_unique(prefix, e.id, e.job)
+    emit(k.events, cap, 'completed', e.id, e.job.name, e.job.attempt, e.job.correlation_id, nil)
+    reply[#reply + 1] = 'completed'
+    reply[#reply + 1] = give
+    append_claimed(handed_out + 1, handed_out + give)
+    handed_out = handed_out + give
+  elseif e.status == 'already' then
+    reply[#reply + 1] = 'already'
+    local slot = #reply + 1
+    reply[slot] = 0
+    if e.want > 0 and not e.duplicate then reply[slot] = hand_back(e) end
+  else
+    reply[#reply + 1] = e.status
+    reply[#reply + 1] = 0
   end
-  redis.call('HSET', job_key, unpack(fields))
-  local completions = redis.call('HINCRBY', k.meta, 'completed', 1)
-  release_unique(prefix, id, job)
-  if claimed[4] < count or count == 0 then
-    -- This job's slot is not refilled by the claim part: let a worker held
-    -- back by global concurrency take it.
+end
+
+if completed_now > 0 then
+  local completions = redis.call('HINCRBY', k.meta, 'completed', completed_now)
+  local before = completions - completed_now
+  if claimed[4] < completed_now then
+    -- Some slots are not refilled by the claim part: let a worker held
+    -- back by global concurrency take them.
     unblock(prefix)
   end
-  emit(k.events, cap, 'completed', id, job.name, job.attempt, job.correlation_id, nil)
   if keep_last == 0 then
-    redis.call('DEL', job_key)
-    redis.call('SET', prefix .. 'done:' .. id, token, 'PX', DONE_MARKER_MS)
+    for _, e in ipairs(entries) do
+      if e.status == 'ok' then
+        redis.call('DEL', e.job_key)
+        redis.call('SET', prefix .. 'done:' .. e.id, e.token, 'PX', DONE_MARKER_MS)
+      end
+    end
   else
-    redis.call('ZADD', completed_key, now, id)
+    zadd_all(completed_key, now_text, done_ids)
+    -- Never remove a job completed by this call (completions in one
+    -- millisecond tie on score and sort by id).
+    local function remove_completed(ids)
+      local keys, old_ids = {}, {}
+      for _, old in ipairs(ids) do
+        if not seen[old] then
+          keys[#keys + 1] = prefix .. 'job:' .. old
+          old_ids[#old_ids + 1] = old
+        end
+      end
+      if #keys > 0 then
+        redis.call('DEL', unpack(keys))
+        redis.call('ZREM', completed_key, unpack(old_ids))
+      end
+    end
     local trimmed = false
-    if completions % TRIM_SLACK == 0 then
+    if math.floor(completions / TRIM_SLACK) > math.floor(before / TRIM_SLACK) then
       local excess = redis.call('ZCARD', completed_key) - keep_last
       if excess > 0 then
         remove_completed(redis.call('ZRANGE', completed_key, 0, math.min(excess, TRIM_BATCH) - 1))
         trimmed = true
       end
     end
-    if max_age_ms > 0 and (trimmed or completions % AGE_CHECK_EVERY == 0) then
+    if max_age_ms > 0 and (trimmed or
+        math.floor(completions / AGE_CHECK_EVERY) > math.floor(before / AGE_CHECK_EVERY)) then
       remove_completed(redis.call('ZRANGEBYSCORE', completed_key, '-inf', now - max_age_ms,
         'LIMIT', 0, TRIM_BATCH))
     end
   end
-else
-  status = 'already'
-  if count > 0 then
-    -- A resend: hand back what the first call leased, if still held by it.
-    local handed = redis.call('HGET', job_key, 'next_claim')
-    if handed then
-      local words = {}
-      for word in string.gmatch(handed, '%S+') do words[#words + 1] = word end
-      local n = 0
-      for i = 2, #words do
-        local next_id = words[i]
-        local next_key = prefix .. 'job:' .. next_id
-        local next_token = words[1] .. '.' .. (i - 1)
-        local f = read_record_fields(next_key)
-        local held = redis.call('HMGET', next_key, 'lease_token', 'attempt')
-        local deadline = redis.call('ZSCORE', k.active, next_id)
-        if f[12] == 'active' and held[1] == next_token and deadline then
-          append_record(claimed, f, next_id, next_token, tonumber(held[2]), tonumber(deadline))
-          n = n + 1
-        end
-      end
-      claimed[4] = n
-    end
-  end
 end
-table.insert(claimed, 1, status)
-return claimed
+return reply

@@ -16,8 +16,11 @@
                     so share the queue's hash slot
   ARGV[2] cap       events stream bound (0 = no events)
   ARGV[3] n         number of jobs that follow
-  then n groups of 16 values, one group per job:
+  then n groups of 17 values, one group per job:
     id              job id (string, caller-chosen or UUIDv7)
+    fresh           '1' when the client generated the id (a UUIDv7: it
+                    cannot name an existing job, so the existence check is
+                    skipped), '0' for a caller-chosen id
     name            job name, routes to a handler
     payload         JSON text
     version         payload version (integer)
@@ -36,6 +39,10 @@
     group           "" or a mutex group key (see includes/groups)
     group_max       most jobs of the group active at once (>= 1)
 
+  Ready jobs without a group are pushed to their level's list once per
+  call (one LPUSH per level, in order); a grouped job flushes what is
+  pending first, so the lists keep the order of the arguments.
+
   Reply: flat list of n pairs {status, id}: status 'created' (id = the new
   job), 'duplicate_id' (a job with this id exists) or 'duplicate_unique'
   (id = the job holding the unique key).
@@ -52,15 +59,27 @@ local events_key = KEYS[4]
 local prefix = ARGV[1]
 local cap = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
-local STRIDE = 16
+local STRIDE = 17
 
 local now = now_ms()
+local now_text = int_text(now)
 local reply = {}
 local created = 0
 
+-- Ready ungrouped jobs not pushed yet, per level, in argument order.
+local pending, pending_levels = {}, {}
+local function flush_pending()
+  for _, level in ipairs(pending_levels) do
+    push_ready_many(prefix, levels_key, pending[level], level)
+  end
+  pending, pending_levels = {}, {}
+end
+
 for j = 0, n - 1 do
   local a = 3 + j * STRIDE
-  local id, name, payload = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local id, fresh = ARGV[a + 1], ARGV[a + 2] == '1'
+  a = a + 1
+  local name, payload = ARGV[a + 2], ARGV[a + 3]
   local version, priority, max_attempts = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
   local delay_ms, run_at_ms = tonumber(ARGV[a + 7]), tonumber(ARGV[a + 8])
   local timeout_ms, backoff = ARGV[a + 9], ARGV[a + 10]
@@ -73,7 +92,7 @@ for j = 0, n - 1 do
   if unique_key ~= '' then
     holder = redis.call('GET', prefix .. 'unique:' .. unique_key)
   end
-  if redis.call('EXISTS', job_key) == 1 then
+  if not fresh and redis.call('EXISTS', job_key) == 1 then
     reply[#reply + 1] = 'duplicate_id'
     reply[#reply + 1] = id
   elseif holder then
@@ -85,13 +104,14 @@ for j = 0, n - 1 do
     end
     local due = now + delay_ms
     if run_at_ms > 0 then due = run_at_ms end
-    local state = 'ready'
+    local state, due_text = 'ready', now_text
     if due > now then state = 'delayed' end
+    if due ~= now then due_text = int_text(due) end
     local fields = {'id', id, 'name', name, 'payload', payload,
       'version', version, 'priority', priority, 'max_attempts', max_attempts,
       'timeout_ms', timeout_ms, 'backoff', backoff, 'unique_key', unique_key,
       'unique_mode', unique_mode, 'correlation_id', correlation_id,
-      'state', state, 'attempt', 0, 'created_at', now, 'due_at', due}
+      'state', state, 'attempt', '0', 'created_at', now_text, 'due_at', due_text}
     if group ~= '' then
       fields[#fields + 1] = 'group'
       fields[#fields + 1] = group
@@ -100,17 +120,26 @@ for j = 0, n - 1 do
     end
     redis.call('HSET', job_key, unpack(fields))
     if state == 'delayed' then
-      schedule(prefix, delayed_key, id, due)
+      schedule(prefix, delayed_key, id, due_text)
+    elseif group == '' then
+      if not pending[priority] then
+        pending[priority] = {}
+        pending_levels[#pending_levels + 1] = priority
+      end
+      local ids = pending[priority]
+      ids[#ids + 1] = id
     else
+      flush_pending()
       make_ready(prefix, levels_key, id, priority, group, group_max)
     end
     created = created + 1
-    emit(events_key, cap, 'enqueued', id, name, 0, correlation_id, {'state', state})
+    emit(events_key, cap, 'enqueued', id, name, '0', correlation_id, {'state', state})
     reply[#reply + 1] = 'created'
     reply[#reply + 1] = id
   end
 end
 
+flush_pending()
 if created > 0 then
   redis.call('HINCRBY', meta_key, 'enqueued', created)
 end

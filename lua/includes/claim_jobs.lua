@@ -93,8 +93,11 @@ local function claim_jobs(prefix, k, now, count, lease_ms, token_prefix, worker,
   local allowed, limit = admit(prefix, k, flow, now, count)
   count = allowed
   local deadline = now + lease_ms
+  local now_text, deadline_text = int_text(now), int_text(deadline)
   local n = 0
   local tokens = {}
+  -- Every job leased, for one ZADD to `active` (they share a deadline).
+  local leased = {}
   -- Orphans (ids without a job hash) do not use up the count: pop again
   -- for the shortfall, a bounded number of times.
   for _ = 1, 4 do
@@ -108,17 +111,19 @@ local function claim_jobs(prefix, k, now, count, lease_ms, token_prefix, worker,
         tokens[n] = token
         -- Garbage in `attempt` reads as 0: a claim must not fail half-way.
         local attempt = (tonumber(f[13]) or 0) + 1
-        redis.call('HSET', job_key, 'state', 'active', 'attempt', attempt, 'lease_token', token,
-          'worker', worker, 'started_at', now, 'outcome', '')
-        redis.call('ZADD', k.active, deadline, id)
+        local attempt_text = int_text(attempt)
+        redis.call('HSET', job_key, 'state', 'active', 'attempt', attempt_text, 'lease_token', token,
+          'worker', worker, 'started_at', now_text, 'outcome', '')
+        leased[#leased + 1] = id
         append_record(reply, f, id, token, attempt, deadline)
-        emit(k.events, cap, 'claimed', id, f[1], attempt, f[7], {'worker', worker})
+        emit(k.events, cap, 'claimed', id, f[1], attempt_text, f[7], {'worker', worker})
       else
         emit(k.events, cap, 'orphan', id, '', 0, '', {'from', 'ready'})
       end
     end
     if n >= count or #ids == 0 then break end
   end
+  zadd_all(k.active, deadline_text, leased)
   local wait_until = note_starts(prefix, flow, now, tokens)
   if limit == 'hold' then
     wait_until = flow.hold_until

@@ -90,12 +90,7 @@ end
 local function note_starts(prefix, flow, now, tokens)
   if flow.rate_max <= 0 or #tokens == 0 then return nil end
   local log = prefix .. 'rate'
-  local args = {}
-  for _, token in ipairs(tokens) do
-    args[#args + 1] = now
-    args[#args + 1] = token
-  end
-  redis.call('ZADD', log, unpack(args))
+  zadd_all(log, now, tokens)
   if redis.call('ZCARD', log) >= flow.rate_max then return rate_wait(prefix, flow) end
   return nil
 end

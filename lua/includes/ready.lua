@@ -16,6 +16,9 @@
   push_ready(prefix, levels_key, id, level, front)
     front = true puts the job at the head of its level (release). When the
     level's list was empty, an idle worker may be waiting: signal_ready.
+  push_ready_many(prefix, levels_key, ids, level)
+    push_ready for several ids of one level (at the back, in order) with
+    one LPUSH; a no-op for an empty list.
   signal_ready(prefix)
     Adds a wake token unless WAKE_TOKENS are already waiting. Tokens cost a
     command only when a list turns non-empty (or after a full claim that
@@ -32,6 +35,10 @@
     counter `served` in meta_key. share_every = 0 (or nil) is strict
     priority and costs nothing extra.
   ready_count(prefix, levels_key) -> total ids in all ready lists.
+  zadd_all(key, score, members)
+    Adds every member of `members` to the sorted set `key` with one score,
+    in one ZADD (a no-op for none). Used for the other sorted sets too:
+    `active` (one deadline per claim), `completed`, the rate log.
 ]]
 local WAKE_TOKENS = 4
 
@@ -51,6 +58,25 @@ local function push_ready(prefix, levels_key, id, level, front)
     len = redis.call('LPUSH', list_key, id)
   end
   if len == 1 then
+    redis.call('ZADD', levels_key, level, level)
+    signal_ready(prefix)
+  end
+end
+
+local function zadd_all(key, score, members)
+  if #members == 0 then return end
+  local args = {}
+  for _, member in ipairs(members) do
+    args[#args + 1] = score
+    args[#args + 1] = member
+  end
+  redis.call('ZADD', key, unpack(args))
+end
+
+local function push_ready_many(prefix, levels_key, ids, level)
+  if #ids == 0 then return end
+  local list_key = prefix .. 'ready:' .. level
+  if redis.call('LPUSH', list_key, unpack(ids)) == #ids then
     redis.call('ZADD', levels_key, level, level)
     signal_ready(prefix)
   end

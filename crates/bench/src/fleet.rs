@@ -26,10 +26,10 @@ const TICKS_PER_SECOND: f64 = 100.0;
 
 /// The worker configuration: the same slots and claim batch as the
 /// in-process worker of the `process` scenario, so the two are comparable.
-pub fn worker_toml(url: &str, queue: &str, concurrency: u32) -> String {
+pub fn worker_toml(url: &str, queue: &str, concurrency: u32, coalesce_calls: bool) -> String {
     let concurrency = concurrency.max(1);
     format!(
-        "[redis]\nurl = \"{url}\"\n\n\
+        "[redis]\nurl = \"{url}\"\ncoalesce_calls = {coalesce_calls}\n\n\
          [worker]\nconcurrency = {concurrency}\nclaim_batch = {batch}\nidle_wait = \"1s\"\n\n\
          [queues.\"{queue}\"]\nconcurrency = {concurrency}\n\n\
          [handlers.{JOB_NAME}]\nqueue = \"{queue}\"\nkind = \"simulate\"\n",
@@ -207,7 +207,7 @@ mod tests {
 
     #[test]
     fn the_config_runs_simulate_for_the_queue() {
-        let text = worker_toml("redis://127.0.0.1:1/", "bench-x-saturate-2", 50);
+        let text = worker_toml("redis://127.0.0.1:1/", "bench-x-saturate-2", 50, true);
         assert!(text.contains("[queues.\"bench-x-saturate-2\"]\nconcurrency = 50"), "{text}");
         assert!(
             text.contains("[handlers.noop]\nqueue = \"bench-x-saturate-2\"\nkind = \"simulate\""),

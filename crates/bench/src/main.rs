@@ -75,6 +75,10 @@ struct Args {
     /// Skip the BullMQ peer even if it is installed.
     #[arg(long)]
     no_peer: bool,
+    /// Send one script call per enqueue and per completion instead of
+    /// merging concurrent ones (`coalesce_calls = false`), to compare.
+    #[arg(long)]
+    no_coalesce: bool,
     /// Where to write the JSON report.
     #[arg(long, default_value = "target/bench/report.json")]
     json: PathBuf,
@@ -120,8 +124,13 @@ async fn main() -> Result<()> {
         worker_processes: args.worker_processes.clone(),
         rss_jobs: args.rss_jobs,
         redis_benchmark_requests: args.redis_benchmark_requests,
+        coalesce_calls: !args.no_coalesce,
     };
-    let client = Client::connect(&url).await.context("connect to Redis")?;
+    let client = Client::builder(&url)
+        .coalesce_calls(!args.no_coalesce)
+        .connect()
+        .await
+        .context("connect to Redis")?;
     let mut raw = redis::Client::open(url.as_str())?.get_multiplexed_async_connection().await?;
     let redis_version = redis_stats::redis_version(&mut raw).await?;
     let run_id = taskline::JobId::generate().to_string()[24..].to_string();

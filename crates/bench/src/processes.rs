@@ -219,8 +219,11 @@ impl Bench {
     /// each is parked in its blocking wait: ready, and idle.
     async fn start_ready_fleet(&mut self, queue: &str, dir: &Path, processes: u32) -> Result<Fleet> {
         let config = dir.join("worker.toml");
-        std::fs::write(&config, fleet::worker_toml(&self.url, queue, self.params.concurrency))
-            .with_context(|| format!("cannot write {}", config.display()))?;
+        std::fs::write(
+            &config,
+            fleet::worker_toml(&self.url, queue, self.params.concurrency, self.params.coalesce_calls),
+        )
+        .with_context(|| format!("cannot write {}", config.display()))?;
         let blocked_before = blocked_clients(&mut self.raw).await?;
         let mut fleet = Fleet::start(&self.worker_bin, &config, dir, processes)?;
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -41,6 +41,9 @@ pub struct Params {
     pub rss_jobs: u64,
     /// Requests of each `redis-benchmark` test.
     pub redis_benchmark_requests: u64,
+    /// Concurrent enqueues and completions share script calls
+    /// (`coalesce_calls`, the default); false for comparison.
+    pub coalesce_calls: bool,
 }
 
 /// A throughput figure with its Redis cost.
@@ -316,8 +319,9 @@ impl Bench {
     fn worker_config(&self, queues: &[String]) -> Result<Config> {
         let concurrency = self.params.concurrency.max(1);
         let mut text = format!(
-            "[redis]\nurl = \"{}\"\n[worker]\nconcurrency = {concurrency}\nclaim_batch = {}\nidle_wait = \"1s\"\n",
+            "[redis]\nurl = \"{}\"\ncoalesce_calls = {}\n[worker]\nconcurrency = {concurrency}\nclaim_batch = {}\nidle_wait = \"1s\"\n",
             self.url,
+            self.params.coalesce_calls,
             concurrency.min(50)
         );
         for queue in queues {

@@ -32,7 +32,8 @@ fn a_tiny_run_reports_every_scenario() {
         assert!(t[scenario]["redis_calls_per_job"].as_f64().unwrap_or(0.0) > 0.0, "{scenario}");
     }
     assert_eq!(t["process"]["jobs"], 300, "every job processed");
-    assert!(t["process"]["evalsha_calls_per_job"].as_f64().unwrap_or(0.0) >= 1.0);
+    // Completions share script calls, so a job may cost less than one.
+    assert!(t["process"]["evalsha_calls_per_job"].as_f64().unwrap_or(0.0) > 0.0);
     assert_eq!(t["latency"]["samples"], 100, "one sample per job enqueued in the latency run");
     assert!(
         t["latency"]["p99_ms"].as_f64().unwrap_or(-1.0) >= t["latency"]["p50_ms"].as_f64().unwrap_or(0.0)

@@ -1,12 +1,13 @@
 //! The `Client`: a connection to Redis plus the settings every call uses.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
+use crate::coalesce::Lanes;
 use crate::error::{Error, Result};
 use crate::keys::{QueueKeys, queue_registry};
 use crate::names::{QueueName, validate_prefix};
@@ -68,6 +69,13 @@ pub struct ClientOptions {
     pub response_timeout: Duration,
     /// Longest wait for a connection (default 5 s).
     pub connection_timeout: Duration,
+    /// Merge concurrent enqueues of one queue, and concurrent completions
+    /// of one queue, into one script call each (default true): a call that
+    /// finds others of its kind in flight goes out with whatever queued up
+    /// behind them, so Redis runs one script per batch. A lone call is
+    /// never held back. Every call still gets its own answer, and each
+    /// job its own outcome; false sends one script call per call.
+    pub coalesce_calls: bool,
 }
 
 impl ClientOptions {
@@ -94,6 +102,7 @@ impl Default for ClientOptions {
             promote_batch: 200,
             response_timeout: Duration::from_secs(5),
             connection_timeout: Duration::from_secs(5),
+            coalesce_calls: true,
         }
     }
 }
@@ -142,6 +151,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Merges concurrent calls into batches, or not (see
+    /// [`ClientOptions::coalesce_calls`]).
+    pub fn coalesce_calls(mut self, coalesce: bool) -> Self {
+        self.options.coalesce_calls = coalesce;
+        self
+    }
+
     /// Replaces every option at once.
     pub fn options(mut self, options: ClientOptions) -> Self {
         self.options = options;
@@ -183,14 +199,23 @@ impl ClientBuilder {
         )
         .await
         .map_err(|_| Error::ConnectTimeout(options.connection_timeout))??;
-        let inner = Inner { conn, options, registered: Mutex::new(HashSet::new()), url: self.url };
+        let inner = Inner {
+            conn,
+            options,
+            registered: Mutex::new(HashSet::new()),
+            url: self.url,
+            enqueue_lanes: Lanes::new(),
+            complete_lanes: Lanes::new(),
+        };
         Ok(Client { inner: Arc::new(inner) })
     }
 }
 
 /// A handle to Taskline on one Redis: producer, admin and worker-side
 /// protocol calls. Cheap to clone; clones share one multiplexed connection
-/// that reconnects by itself. The client has no background tasks.
+/// that reconnects by itself. Its only background tasks are the lanes that
+/// merge concurrent calls (see [`ClientOptions::coalesce_calls`]); they end
+/// when the last clone is dropped.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -204,6 +229,24 @@ struct Inner {
     /// The URL it connected to, for the dedicated connections of blocking
     /// reads (`watch`). Never logged: it may hold a password.
     url: String,
+    /// Concurrent enqueues waiting to share a script call, per queue.
+    enqueue_lanes: Lanes<crate::producer::EnqueueRequest>,
+    /// Concurrent completions waiting to share a script call, per queue
+    /// and claim settings.
+    complete_lanes: Lanes<crate::protocol::CompleteRequest>,
+}
+
+/// A reference to a client's shared state that does not keep it alive:
+/// what a coalescing lane holds, so that dropping the last [`Client`]
+/// ends its lanes.
+#[derive(Clone)]
+pub(crate) struct WeakClient(Weak<Inner>);
+
+impl WeakClient {
+    /// The client, unless every clone of it has been dropped.
+    pub(crate) fn upgrade(&self) -> Option<Client> {
+        self.0.upgrade().map(|inner| Client { inner })
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -229,6 +272,21 @@ impl Client {
     /// The options in force.
     pub fn options(&self) -> &ClientOptions {
         &self.inner.options
+    }
+
+    /// A reference that does not keep the client alive (for lanes).
+    pub(crate) fn downgrade(&self) -> WeakClient {
+        WeakClient(Arc::downgrade(&self.inner))
+    }
+
+    /// The lanes of concurrent enqueues (see [`crate::coalesce`]).
+    pub(crate) fn enqueue_lanes(&self) -> &Lanes<crate::producer::EnqueueRequest> {
+        &self.inner.enqueue_lanes
+    }
+
+    /// The lanes of concurrent completions (see [`crate::coalesce`]).
+    pub(crate) fn complete_lanes(&self) -> &Lanes<crate::protocol::CompleteRequest> {
+        &self.inner.complete_lanes
     }
 
     /// The Redis URL this client connected to (may hold a password).

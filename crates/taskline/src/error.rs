@@ -176,6 +176,18 @@ impl Error {
         }
     }
 
+    /// A copy of this error for each request of a batch that failed as a
+    /// whole (see [`crate::coalesce`]): the kinds a batch call can return
+    /// are copied exactly; any other is described in a `Protocol` error.
+    pub(crate) fn for_batch_member(&self, script: &'static str) -> Error {
+        match self {
+            Error::Redis(err) => Error::Redis(err.clone()),
+            Error::ConnectTimeout(after) => Error::ConnectTimeout(*after),
+            Error::Protocol { script, detail } => Error::Protocol { script, detail: detail.clone() },
+            other => Error::Protocol { script, detail: other.to_string() },
+        }
+    }
+
     /// True when the error came from the connection (refused, dropped,
     /// timed out) or from a server that is briefly unable to serve
     /// (`LOADING` its data after a restart, `TRYAGAIN`, `MASTERDOWN`,

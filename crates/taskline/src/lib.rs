@@ -48,6 +48,7 @@ pub struct ReadmeDoctests;
 pub mod admin;
 pub mod backoff;
 pub mod client;
+mod coalesce;
 pub mod doctor;
 pub mod error;
 pub mod flow;

@@ -2,7 +2,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::client::{Args, Client, millis};
+use tokio::sync::oneshot;
+
+use crate::client::{Args, Client, WeakClient, millis};
 use crate::error::{Error, Result};
 use crate::job::{JobId, MAX_PRIORITY, NewJob, UniqueMode, to_epoch_millis};
 use crate::names::validate_job_name;
@@ -62,11 +64,20 @@ impl Client {
     /// println!("enqueued {id}");
     /// # Ok(()) }
     /// ```
+    ///
+    /// Concurrent calls for one queue share script calls (see
+    /// [`crate::ClientOptions::coalesce_calls`]); each job is still created,
+    /// or reported as a duplicate, on its own.
     pub async fn enqueue(&self, queue: &str, job: NewJob) -> Result<JobId> {
+        self.queue_keys(queue)?;
         self.validate(&job)?;
         let unique_key = job.options.unique.as_ref().map(|(key, _)| key.clone());
-        let mut outcomes = self.enqueue_chunk(queue, std::slice::from_ref(&job)).await?;
-        match outcomes.pop() {
+        let outcome = if self.options().coalesce_calls {
+            self.enqueue_coalesced(queue, job).await?
+        } else {
+            self.enqueue_chunk(queue, std::slice::from_ref(&job)).await?.pop()
+        };
+        match outcome {
             Some(EnqueueOutcome::Created(id)) => Ok(id),
             Some(EnqueueOutcome::DuplicateId(existing)) => Err(Error::DuplicateJob {
                 cause: format!("id {:?}", existing.as_str()),
@@ -94,6 +105,22 @@ impl Client {
             outcomes.extend(self.enqueue_chunk(queue, chunk).await?);
         }
         Ok(outcomes)
+    }
+
+    /// Queues one validated job on the queue's enqueue lane and waits for
+    /// the batch it travels in.
+    async fn enqueue_coalesced(&self, queue: &str, job: NewJob) -> Result<Option<EnqueueOutcome>> {
+        let (reply, answer) = oneshot::channel();
+        let client = self.downgrade();
+        let lane_queue = queue.to_string();
+        self.enqueue_lanes().submit(queue, EnqueueRequest { job, reply }, move |batch| {
+            enqueue_batch(client.clone(), lane_queue.clone(), batch)
+        });
+        let outcome = answer.await.map_err(|_| Error::Protocol {
+            script: "enqueue",
+            detail: "the batch of this call was dropped unanswered (runtime shutting down?)".into(),
+        })??;
+        Ok(Some(outcome))
     }
 
     /// Sends one chunk of already validated jobs.
@@ -186,11 +213,16 @@ impl Client {
         Ok(())
     }
 
-    /// Appends the 16 per-job arguments of `enqueue.lua`, in its order.
+    /// Appends the 17 per-job arguments of `enqueue.lua`, in its order.
     fn push_job_args(&self, args: &mut Args, job: &NewJob) -> Result<()> {
         let o = &job.options;
         let options = self.options();
-        let id = o.job_id.clone().unwrap_or_else(JobId::generate);
+        // A generated id is a fresh UUIDv7: the script need not look for
+        // an existing job under it.
+        let (id, fresh) = match &o.job_id {
+            Some(id) => (id.clone(), "0"),
+            None => (JobId::generate(), "1"),
+        };
         let backoff = match &o.backoff {
             Some(b) => serde_json::to_string(b).map_err(Error::InvalidPayload)?,
             None => String::new(),
@@ -209,6 +241,7 @@ impl Client {
             }
         };
         args.text(id.as_str())
+            .text(fresh)
             .text(&job.name)
             .text(&job.payload)
             .push(o.version)
@@ -225,6 +258,33 @@ impl Client {
             .text(o.group.as_ref().map_or("", |g| g.key.as_str()))
             .push(o.group.as_ref().map_or(1, |g| g.limit));
         Ok(())
+    }
+}
+
+/// One coalesced `enqueue` call: the validated job and where its outcome
+/// goes.
+pub(crate) struct EnqueueRequest {
+    job: NewJob,
+    reply: oneshot::Sender<Result<EnqueueOutcome>>,
+}
+
+/// Runs one batch of coalesced enqueues as one chunk and answers each
+/// caller with its own job's outcome.
+async fn enqueue_batch(client: WeakClient, queue: String, batch: Vec<EnqueueRequest>) {
+    let Some(client) = client.upgrade() else { return };
+    let (jobs, replies): (Vec<NewJob>, Vec<_>) = batch.into_iter().map(|r| (r.job, r.reply)).unzip();
+    match client.enqueue_chunk(&queue, &jobs).await {
+        // enqueue_chunk reads exactly one outcome per job.
+        Ok(outcomes) => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Err(err) => {
+            for reply in replies {
+                let _ = reply.send(Err(err.for_batch_member("enqueue")));
+            }
+        }
     }
 }
 

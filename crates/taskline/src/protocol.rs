@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use crate::backoff::Backoff;
-use crate::client::{Args, Client, millis};
+use tokio::sync::oneshot;
+
+use crate::client::{Args, Client, WeakClient, millis};
 use crate::error::{Error, Result};
 use crate::job::{FailureKind, JobId, from_epoch_millis, to_epoch_millis};
 use crate::keys::QueueKeys;
@@ -252,7 +254,7 @@ impl Client {
         result: Option<&serde_json::Value>,
         claim: Option<&ClaimOptions>,
     ) -> Result<(Completion, Claim)> {
-        let (_, keys) = self.queue_keys(&lease.queue)?;
+        self.queue_keys(&lease.queue)?;
         let result = match result {
             Some(value) => serde_json::to_string(value).map_err(Error::InvalidPayload)?,
             None => String::new(),
@@ -261,31 +263,88 @@ impl Client {
         if result.len() > limit {
             return Err(Error::PayloadTooLarge { what: "result", size: result.len(), limit });
         }
-        let retention = self.options().policy(&lease.queue).retention;
-        let mut args = self.outcome_args(&keys, lease);
-        args.text(&result).push(retention.keep_last).push(retention.max_age.map(millis).unwrap_or(0));
+        let entry = CompleteEntry { lease: lease.clone(), result, want: claim.map_or(0, |c| c.count) };
+        if !self.options().coalesce_calls {
+            let mut answers = self.complete_batch(&lease.queue, claim, std::slice::from_ref(&entry)).await?;
+            return answers.pop().unwrap_or_else(|| {
+                Err(Error::Protocol { script: "complete", detail: "no answer for the job".into() })
+            });
+        }
+        // One lane per queue and claim settings: a batch shares its claim.
+        let lane = match claim {
+            Some(c) => format!("{}\n{}\n{}", lease.queue, millis(c.lease), c.worker),
+            None => lease.queue.clone(),
+        };
+        let (reply, answer) = oneshot::channel();
+        let client = self.downgrade();
+        let queue = lease.queue.clone();
+        let claim = claim.cloned();
+        self.complete_lanes().submit(&lane, CompleteRequest { entry, reply }, move |batch| {
+            complete_batch_coalesced(client.clone(), queue.clone(), claim.clone(), batch)
+        });
+        answer.await.map_err(|_| Error::Protocol {
+            script: "complete",
+            detail: "the batch of this call was dropped unanswered (runtime shutting down?)".into(),
+        })?
+    }
+
+    /// Runs `lua/complete.lua` for the completions in `entries` (all of
+    /// `queue`), leasing `want` successors for each from `claim` (whose
+    /// `count` is ignored). The outer error is the call's; each entry gets
+    /// its own answer: a lost lease or a missing job fails that entry only.
+    async fn complete_batch(
+        &self,
+        queue: &str,
+        claim: Option<&ClaimOptions>,
+        entries: &[CompleteEntry],
+    ) -> Result<Vec<Result<(Completion, Claim)>>> {
+        let (_, keys) = self.queue_keys(queue)?;
+        let policy = self.options().policy(queue);
+        let mut args = Args::default();
+        args.text(keys.prefix())
+            .push(self.options().events_max_len)
+            .push(policy.retention.keep_last)
+            .push(policy.retention.max_age.map(millis).unwrap_or(0));
         match claim {
-            Some(options) => push_claim_args(&mut args, options, self.options().promote_batch),
-            None => {
-                args.push(0).push(0).text("").text("").push(0);
+            Some(options) => {
+                args.push(millis(options.lease))
+                    .text(&token_prefix())
+                    .text(&options.worker)
+                    .push(self.options().promote_batch);
             }
+            None => {
+                args.push(0).text("").text("").push(0);
+            }
+        }
+        args.push(entries.len());
+        for entry in entries {
+            args.text(entry.lease.job_id.as_str())
+                .text(&entry.lease.token)
+                .text(&entry.result)
+                .push(if claim.is_some() { entry.want } else { 0 });
         }
         let script_keys =
             [keys.meta(), keys.delayed(), keys.active(), keys.levels(), keys.events(), keys.completed()];
-        let value = self
-            .run(&SCRIPTS.complete, &script_keys, args.0)
-            .await
-            .map_err(|e| Error::from_script(e, &lease.queue, lease.job_id.as_str()))?;
+        let value = self.run(&SCRIPTS.complete, &script_keys, args.0).await?;
         let mut reply = Reply::new(value, "complete")?;
-        let completion = match reply.string("status")?.as_str() {
-            "completed" => Completion::Completed,
-            "already" => Completion::AlreadyCompleted,
-            other => return Err(Error::Protocol { script: "complete", detail: format!("status {other:?}") }),
-        };
-        Ok((
-            completion,
-            read_claim(&mut reply, &lease.queue, self.options().policy(&lease.queue).max_attempts)?,
-        ))
+        let header = read_claim_header(&mut reply)?;
+        let mut answers = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let status = reply.string("status")?;
+            let n = reply.count("n")?;
+            let jobs = read_claimed_jobs(&mut reply, n, queue, policy.max_attempts)?;
+            let job_id = entry.lease.job_id.as_str();
+            answers.push(match status.as_str() {
+                "completed" => Ok((Completion::Completed, header.with_jobs(jobs))),
+                "already" => Ok((Completion::AlreadyCompleted, header.with_jobs(jobs))),
+                "lease_lost" => Err(Error::LeaseLost { queue: queue.into(), id: job_id.into() }),
+                "not_found" => Err(Error::JobNotFound { queue: queue.into(), id: job_id.into() }),
+                other => {
+                    return Err(Error::Protocol { script: "complete", detail: format!("status {other:?}") });
+                }
+            });
+        }
+        Ok(answers)
     }
 
     /// Records a failed attempt: retried later or dead, as the script decides
@@ -474,6 +533,45 @@ impl Client {
     }
 }
 
+/// One completion of a batch: the lease, the result's JSON text ("" for
+/// none) and how many successors to lease for it.
+struct CompleteEntry {
+    lease: Lease,
+    result: String,
+    want: u32,
+}
+
+/// One coalesced completion call and where its answer goes.
+pub(crate) struct CompleteRequest {
+    entry: CompleteEntry,
+    reply: oneshot::Sender<Result<(Completion, Claim)>>,
+}
+
+/// Runs one batch of coalesced completions and answers each caller.
+async fn complete_batch_coalesced(
+    client: WeakClient,
+    queue: String,
+    claim: Option<ClaimOptions>,
+    batch: Vec<CompleteRequest>,
+) {
+    let Some(client) = client.upgrade() else { return };
+    let (entries, replies): (Vec<CompleteEntry>, Vec<_>) =
+        batch.into_iter().map(|r| (r.entry, r.reply)).unzip();
+    match client.complete_batch(&queue, claim.as_ref(), &entries).await {
+        // complete_batch answers every entry or fails as a whole.
+        Ok(answers) => {
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                let _ = reply.send(answer);
+            }
+        }
+        Err(err) => {
+            for reply in replies {
+                let _ = reply.send(Err(err.for_batch_member("complete")));
+            }
+        }
+    }
+}
+
 fn claim_keys(keys: &QueueKeys) -> [String; 5] {
     [keys.meta(), keys.delayed(), keys.active(), keys.levels(), keys.events()]
 }
@@ -481,28 +579,86 @@ fn claim_keys(keys: &QueueKeys) -> [String; 5] {
 /// Appends the claim arguments shared by `claim.lua` and `complete.lua`:
 /// count, lease_ms, token_prefix, worker, promote_limit.
 fn push_claim_args(args: &mut Args, options: &ClaimOptions, promote_limit: u32) {
-    let token_prefix = format!("{:016x}", rand::random::<u64>());
     args.push(options.count)
         .push(millis(options.lease))
-        .text(&token_prefix)
+        .text(&token_prefix())
         .text(&options.worker)
         .push(promote_limit);
 }
 
+/// A fresh random nonce for the lease tokens of one claiming call.
+fn token_prefix() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// What a claim says besides its jobs.
+struct ClaimHeader {
+    paused: bool,
+    next_due: Option<SystemTime>,
+    server_time: Option<SystemTime>,
+    limited: Option<FlowLimit>,
+}
+
+impl ClaimHeader {
+    fn with_jobs(&self, jobs: Vec<ClaimedJob>) -> Claim {
+        Claim {
+            jobs,
+            paused: self.paused,
+            next_due: self.next_due,
+            server_time: self.server_time,
+            limited: self.limited,
+        }
+    }
+}
+
 /// Reads `{paused, next_due_ms, now_ms, n, limit, records...}` (see
 /// `claim_jobs.lua`).
-/// A stored `max_attempts` of 0 means the queue's default.
 fn read_claim(reply: &mut Reply, queue: &str, default_max_attempts: u32) -> Result<Claim> {
     let paused = reply.int("paused")? == 1;
     let next_due = reply.int("next_due_ms")?;
     let now = reply.int("now_ms")?;
     let n = reply.count("n")?;
-    let limited = match reply.string("limit")?.as_str() {
+    let limited = read_limit(reply)?;
+    let header = ClaimHeader {
+        paused,
+        next_due: (next_due >= 0).then(|| from_epoch_millis(next_due as u64)),
+        server_time: (now > 0).then(|| from_epoch_millis(now as u64)),
+        limited,
+    };
+    Ok(header.with_jobs(read_claimed_jobs(reply, n, queue, default_max_attempts)?))
+}
+
+/// Reads the claim part that heads a completion reply: `{paused,
+/// next_due_ms, now_ms, limit}` (see `complete.lua`).
+fn read_claim_header(reply: &mut Reply) -> Result<ClaimHeader> {
+    let paused = reply.int("paused")? == 1;
+    let next_due = reply.int("next_due_ms")?;
+    let now = reply.int("now_ms")?;
+    Ok(ClaimHeader {
+        paused,
+        next_due: (next_due >= 0).then(|| from_epoch_millis(next_due as u64)),
+        server_time: (now > 0).then(|| from_epoch_millis(now as u64)),
+        limited: read_limit(reply)?,
+    })
+}
+
+fn read_limit(reply: &mut Reply) -> Result<Option<FlowLimit>> {
+    Ok(match reply.string("limit")?.as_str() {
         "rate" => Some(FlowLimit::Rate),
         "concurrency" => Some(FlowLimit::Concurrency),
         "hold" => Some(FlowLimit::Hold),
         _ => None,
-    };
+    })
+}
+
+/// Reads `n` leased-job records of 15 values each (see `claim_jobs.lua`).
+/// A stored `max_attempts` of 0 means the queue's default.
+fn read_claimed_jobs(
+    reply: &mut Reply,
+    n: u32,
+    queue: &str,
+    default_max_attempts: u32,
+) -> Result<Vec<ClaimedJob>> {
     let mut jobs = Vec::with_capacity(n as usize);
     for _ in 0..n {
         let id = JobId::from_stored(reply.string("id")?);
@@ -547,13 +703,7 @@ fn read_claim(reply: &mut Reply, queue: &str, default_max_attempts: u32) -> Resu
             releases,
         });
     }
-    Ok(Claim {
-        jobs,
-        paused,
-        next_due: (next_due >= 0).then(|| from_epoch_millis(next_due as u64)),
-        server_time: (now > 0).then(|| from_epoch_millis(now as u64)),
-        limited,
-    })
+    Ok(jobs)
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary.

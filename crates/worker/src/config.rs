@@ -117,6 +117,9 @@ pub struct RedisConfig {
     /// Longest wait to establish a connection.
     #[serde(deserialize_with = "duration")]
     pub connection_timeout: Duration,
+    /// Merge completions that finish together into one script call
+    /// ([`taskline::ClientOptions::coalesce_calls`]).
+    pub coalesce_calls: bool,
 }
 
 impl Default for RedisConfig {
@@ -126,6 +129,7 @@ impl Default for RedisConfig {
             prefix: "taskline".into(),
             response_timeout: Duration::from_secs(5),
             connection_timeout: Duration::from_secs(5),
+            coalesce_calls: true,
         }
     }
 }
@@ -138,6 +142,7 @@ impl fmt::Debug for RedisConfig {
             .field("prefix", &self.prefix)
             .field("response_timeout", &self.response_timeout)
             .field("connection_timeout", &self.connection_timeout)
+            .field("coalesce_calls", &self.coalesce_calls)
             .finish()
     }
 }
@@ -496,6 +501,7 @@ impl Config {
         line(&mut out, "prefix", &toml_string(&r.prefix));
         line(&mut out, "response_timeout", &toml_duration(r.response_timeout));
         line(&mut out, "connection_timeout", &toml_duration(r.connection_timeout));
+        line(&mut out, "coalesce_calls", &r.coalesce_calls.to_string());
 
         let w = &self.worker;
         out += "\n[worker]\n";

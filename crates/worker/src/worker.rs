@@ -395,6 +395,7 @@ fn client_options(config: &Config) -> ClientOptions {
         events_max_len: config.worker.events_max_len,
         response_timeout: config.redis.response_timeout,
         connection_timeout: config.redis.connection_timeout,
+        coalesce_calls: config.redis.coalesce_calls,
         queues: config
             .queues
             .iter()

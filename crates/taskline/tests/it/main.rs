@@ -8,6 +8,7 @@ mod support;
 
 mod auth;
 mod cluster;
+mod coalesce;
 mod enqueue;
 mod faults;
 mod flow;

@@ -16,7 +16,7 @@
                     so share the queue's hash slot
   ARGV[2] cap       events stream bound (0 = no events)
   ARGV[3] n         number of jobs that follow
-  then n groups of 17 values, one group per job:
+  then n groups, one per job: 7 values, then 2 per option:
     id              job id (string, caller-chosen or UUIDv7)
     fresh           '1' when the client generated the id (a UUIDv7: it
                     cannot name an existing job, so the existence check is
@@ -25,19 +25,26 @@
     payload         JSON text
     version         payload version (integer)
     priority        level 0..9, higher served first
-    max_attempts    attempts before the job is dead (>= 1), or 0 for the
-                    queue's default, applied when failures are recorded
-    delay_ms        run after now + delay_ms (0 = now); ignored if run_at_ms
-    run_at_ms       absolute due time, Unix ms on the server's clock (0 = unset)
-    timeout_ms      per-attempt timeout the worker applies (0 = default)
-    backoff         JSON backoff override, or "" for the queue default
-    unique_key      "" or a deduplication key
-    unique_ttl_ms   lock lifetime (a backstop in 'until_finished' mode)
-    unique_mode     'until_finished' (released when the job completes or
-                    dies) or 'ttl' (held until it expires)
-    correlation_id  "" or the caller's correlation id
-    group           "" or a mutex group key (see includes/groups)
-    group_max       most jobs of the group active at once (>= 1)
+    k               options that follow, as k name, value pairs; an option
+                    left out has its default, and only the options set
+                    travel (most jobs set none):
+      delay_ms        run after now + delay_ms (default 0 = now); ignored
+                      if run_at_ms is set
+      run_at_ms       absolute due time, Unix ms on the server's clock
+      max_attempts    attempts before the job is dead (>= 1); default: the
+                      queue's, applied when failures are recorded
+      timeout_ms      per-attempt timeout the worker applies
+      backoff         JSON backoff override (default: the queue's)
+      unique_key      a deduplication key
+      unique_ttl_ms   lock lifetime (a backstop in 'until_finished' mode)
+      unique_mode     'until_finished' (released when the job completes or
+                      dies) or 'ttl' (held until it expires)
+      correlation_id  the caller's correlation id
+      group           a mutex group key (see includes/groups)
+      group_max       most jobs of the group active at once (>= 1)
+  The job hash stores the options set, except delay_ms, run_at_ms and
+  unique_ttl_ms (they only decide the due time and the lock); readers take
+  a missing field as its default.
 
   Ready jobs without a group are pushed to their level's list once per
   call (one LPUSH per level, in order); a grouped job flushes what is
@@ -59,7 +66,10 @@ local events_key = KEYS[4]
 local prefix = ARGV[1]
 local cap = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
-local STRIDE = 17
+local FIXED = 7
+-- Options stored in the job hash as they came.
+local STORED = {'max_attempts', 'timeout_ms', 'backoff', 'unique_key', 'unique_mode',
+  'correlation_id', 'group', 'group_max'}
 
 local now = now_ms()
 local now_text = int_text(now)
@@ -75,17 +85,15 @@ local function flush_pending()
   pending, pending_levels = {}, {}
 end
 
-for j = 0, n - 1 do
-  local a = 3 + j * STRIDE
-  local id, fresh = ARGV[a + 1], ARGV[a + 2] == '1'
-  a = a + 1
-  local name, payload = ARGV[a + 2], ARGV[a + 3]
-  local version, priority, max_attempts = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
-  local delay_ms, run_at_ms = tonumber(ARGV[a + 7]), tonumber(ARGV[a + 8])
-  local timeout_ms, backoff = ARGV[a + 9], ARGV[a + 10]
-  local unique_key, unique_ttl_ms, unique_mode = ARGV[a + 11], tonumber(ARGV[a + 12]), ARGV[a + 13]
-  local correlation_id = ARGV[a + 14]
-  local group, group_max = ARGV[a + 15], ARGV[a + 16]
+local a = 3
+for _ = 1, n do
+  local id, fresh, name, payload = ARGV[a + 1], ARGV[a + 2] == '1', ARGV[a + 3], ARGV[a + 4]
+  local version, priority = ARGV[a + 5], ARGV[a + 6]
+  local k = tonumber(ARGV[a + 7])
+  local o = {}
+  for i = a + 8, a + 7 + 2 * k, 2 do o[ARGV[i]] = ARGV[i + 1] end
+  a = a + FIXED + 2 * k
+  local unique_key, group = o.unique_key or '', o.group or ''
   local job_key = prefix .. 'job:' .. id
 
   local holder = nil
@@ -100,23 +108,22 @@ for j = 0, n - 1 do
     reply[#reply + 1] = holder
   else
     if unique_key ~= '' then
-      redis.call('SET', prefix .. 'unique:' .. unique_key, id, 'PX', unique_ttl_ms)
+      redis.call('SET', prefix .. 'unique:' .. unique_key, id, 'PX', o.unique_ttl_ms or '1')
     end
-    local due = now + delay_ms
+    local due = now + (tonumber(o.delay_ms) or 0)
+    local run_at_ms = tonumber(o.run_at_ms) or 0
     if run_at_ms > 0 then due = run_at_ms end
     local state, due_text = 'ready', now_text
     if due > now then state = 'delayed' end
     if due ~= now then due_text = int_text(due) end
     local fields = {'id', id, 'name', name, 'payload', payload,
-      'version', version, 'priority', priority, 'max_attempts', max_attempts,
-      'timeout_ms', timeout_ms, 'backoff', backoff, 'unique_key', unique_key,
-      'unique_mode', unique_mode, 'correlation_id', correlation_id,
+      'version', version, 'priority', priority,
       'state', state, 'attempt', '0', 'created_at', now_text, 'due_at', due_text}
-    if group ~= '' then
-      fields[#fields + 1] = 'group'
-      fields[#fields + 1] = group
-      fields[#fields + 1] = 'group_max'
-      fields[#fields + 1] = group_max
+    for _, field in ipairs(STORED) do
+      if o[field] then
+        fields[#fields + 1] = field
+        fields[#fields + 1] = o[field]
+      end
     end
     redis.call('HSET', job_key, unpack(fields))
     if state == 'delayed' then
@@ -130,10 +137,10 @@ for j = 0, n - 1 do
       ids[#ids + 1] = id
     else
       flush_pending()
-      make_ready(prefix, levels_key, id, priority, group, group_max)
+      make_ready(prefix, levels_key, id, priority, group, o.group_max)
     end
     created = created + 1
-    emit(events_key, cap, 'enqueued', id, name, '0', correlation_id, {'state', state})
+    emit(events_key, cap, 'enqueued', id, name, '0', o.correlation_id, {'state', state})
     reply[#reply + 1] = 'created'
     reply[#reply + 1] = id
   end

@@ -213,50 +213,65 @@ impl Client {
         Ok(())
     }
 
-    /// Appends the 17 per-job arguments of `enqueue.lua`, in its order.
+    /// Appends one job's arguments of `enqueue.lua`: the 7 fixed values,
+    /// then only the options that are set, as name, value pairs.
     fn push_job_args(&self, args: &mut Args, job: &NewJob) -> Result<()> {
         let o = &job.options;
-        let options = self.options();
         // A generated id is a fresh UUIDv7: the script need not look for
         // an existing job under it.
         let (id, fresh) = match &o.job_id {
             Some(id) => (id.clone(), "0"),
             None => (JobId::generate(), "1"),
         };
-        let backoff = match &o.backoff {
-            Some(b) => serde_json::to_string(b).map_err(Error::InvalidPayload)?,
-            None => String::new(),
-        };
+        let mut options: Vec<(&str, String)> = Vec::new();
         let delay = o.delay.unwrap_or_default();
-        let run_at_ms = o.run_at.map(to_epoch_millis).unwrap_or(0);
-        let (unique_key, unique_ttl, unique_mode) = match &o.unique {
-            None => ("", Duration::ZERO, ""),
-            Some((key, UniqueMode::For(ttl))) => (key.as_str(), *ttl, "ttl"),
-            Some((key, UniqueMode::UntilFinished)) => {
-                let until_due = match o.run_at {
-                    Some(at) => at.duration_since(SystemTime::now()).unwrap_or_default(),
-                    None => delay,
-                };
-                (key.as_str(), until_due.saturating_add(options.unique_backstop), "until_finished")
-            }
-        };
+        if !delay.is_zero() {
+            options.push(("delay_ms", millis(delay).to_string()));
+        }
+        if let Some(at) = o.run_at {
+            options.push(("run_at_ms", to_epoch_millis(at).to_string()));
+        }
+        if let Some(attempts) = o.max_attempts {
+            options.push(("max_attempts", attempts.to_string()));
+        }
+        if let Some(timeout) = o.timeout {
+            options.push(("timeout_ms", millis(timeout).to_string()));
+        }
+        if let Some(backoff) = &o.backoff {
+            options.push(("backoff", serde_json::to_string(backoff).map_err(Error::InvalidPayload)?));
+        }
+        if let Some((key, mode)) = &o.unique {
+            let (ttl, mode) = match mode {
+                UniqueMode::For(ttl) => (*ttl, "ttl"),
+                UniqueMode::UntilFinished => {
+                    let until_due = match o.run_at {
+                        Some(at) => at.duration_since(SystemTime::now()).unwrap_or_default(),
+                        None => delay,
+                    };
+                    (until_due.saturating_add(self.options().unique_backstop), "until_finished")
+                }
+            };
+            options.push(("unique_key", key.clone()));
+            options.push(("unique_ttl_ms", millis(ttl).max(1).to_string()));
+            options.push(("unique_mode", mode.to_string()));
+        }
+        if let Some(correlation_id) = &o.correlation_id {
+            options.push(("correlation_id", correlation_id.clone()));
+        }
+        if let Some(group) = &o.group {
+            options.push(("group", group.key.clone()));
+            options.push(("group_max", group.limit.to_string()));
+        }
         args.text(id.as_str())
             .text(fresh)
             .text(&job.name)
             .text(&job.payload)
             .push(o.version)
             .push(o.priority)
-            .push(o.max_attempts.unwrap_or(0))
-            .push(millis(delay))
-            .push(run_at_ms)
-            .push(o.timeout.map(millis).unwrap_or(0))
-            .text(&backoff)
-            .text(unique_key)
-            .push(millis(unique_ttl).max(1))
-            .text(unique_mode)
-            .text(o.correlation_id.as_deref().unwrap_or(""))
-            .text(o.group.as_ref().map_or("", |g| g.key.as_str()))
-            .push(o.group.as_ref().map_or(1, |g| g.limit));
+            .push(options.len());
+        for (name, value) in &options {
+            args.text(name).text(value);
+        }
         Ok(())
     }
 }

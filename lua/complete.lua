@@ -50,16 +50,19 @@
     result   JSON result text, or "" for none
     want     successors to lease for this completion (0 = plain complete)
 
-  Reply: {paused, next_due_ms, now_ms, limit, then n groups: status, k,
-  then k records of 15 values} where paused, next_due_ms, now_ms and limit
-  are the claim part's (includes/claim_jobs; {0, -1, now, ''} when nothing
-  was wanted), and each group answers one completion, in order:
-    status  'completed', 'already' (a resend: changed nothing),
-            'lease_lost' (the token does not hold the lease: expired and
-            reaped, released, or another attempt's token) or 'not_found'
-            (no such job)
-    k       records of the successors leased for it (at most `want`; jobs
-            are handed out in the order of the completions)
+  Reply: {paused, next_due_ms, now_ms, f, limit, f records, b, b records,
+  then n pairs: status, k}:
+    paused .. limit, and the f records of 15 values: the claim part's reply
+            (includes/claim_jobs; {0, -1, now, 0, ''} when nothing was
+            wanted): the successors leased now
+    b records  successors handed back to resends (see below)
+    status  one per completion, in order: 'completed', 'already' (a
+            resend: changed nothing), 'lease_lost' (the token does not hold
+            the lease: expired and reaped, released, or another attempt's
+            token) or 'not_found' (no such job)
+    k       how many successors are this completion's (at most `want`): a
+            'completed' one takes the next k of the f records, an 'already'
+            one the next k of the b records
   A resent complete-and-claim leases nothing new: it hands back the jobs
   the first call leased for that completion and that are still held under
   their tokens (recorded in the completed job's `next_claim` field as
@@ -140,19 +143,13 @@ if wanted > 0 then
   claimed = claim_jobs(prefix, k, now, wanted, lease_ms, token_prefix, worker,
     promote_limit, cap, false)
 end
-local reply = {claimed[1], claimed[2], claimed[3], claimed[5]}
 local handed_out = 0
-
--- Appends the records of leased jobs from..to (1-based, in claim order).
-local function append_claimed(from, to)
-  for i = from, to do
-    local base = 5 + (i - 1) * CLAIM_RECORD
-    for v = 1, CLAIM_RECORD do reply[#reply + 1] = claimed[base + v] end
-  end
-end
+-- Records handed back to resends, and one status, k pair per completion.
+local back, back_count = {}, 0
+local statuses = {}
 
 -- A resend: hands back what the first call leased for this completion,
--- where still held by it. Returns how many records it appended.
+-- where still held by it, to `back`. Returns how many records it added.
 local function hand_back(e)
   local handed = redis.call('HGET', e.job_key, 'next_claim')
   if not handed then return 0 end
@@ -166,7 +163,7 @@ local function hand_back(e)
     local held = redis.call('HMGET', next_key, 'lease_token', 'attempt')
     local deadline = redis.call('ZSCORE', k.active, next_id)
     if f[12] == 'active' and held[1] == next_token and deadline then
-      append_record(reply, f, next_id, next_token, tonumber(held[2]), tonumber(deadline))
+      append_record(back, f, next_id, next_token, tonumber(held[2]), tonumber(deadline))
       count = count + 1
     end
   end
@@ -196,18 +193,18 @@ for _, e in ipairs(entries) do
     redis.call('HSET', e.job_key, unpack(fields))
     release_unique(prefix, e.id, e.job)
     emit(k.events, cap, 'completed', e.id, e.job.name, e.job.attempt, e.job.correlation_id, nil)
-    reply[#reply + 1] = 'completed'
-    reply[#reply + 1] = give
-    append_claimed(handed_out + 1, handed_out + give)
+    statuses[#statuses + 1] = 'completed'
+    statuses[#statuses + 1] = give
     handed_out = handed_out + give
   elseif e.status == 'already' then
-    reply[#reply + 1] = 'already'
-    local slot = #reply + 1
-    reply[slot] = 0
-    if e.want > 0 and not e.duplicate then reply[slot] = hand_back(e) end
+    local count = 0
+    if e.want > 0 and not e.duplicate then count = hand_back(e) end
+    back_count = back_count + count
+    statuses[#statuses + 1] = 'already'
+    statuses[#statuses + 1] = count
   else
-    reply[#reply + 1] = e.status
-    reply[#reply + 1] = 0
+    statuses[#statuses + 1] = e.status
+    statuses[#statuses + 1] = 0
   end
 end
 
@@ -258,4 +255,11 @@ if completed_now > 0 then
     end
   end
 end
+
+-- The claim part's reply (header and fresh records) heads the reply as it
+-- is: the common case copies no record.
+local reply = claimed
+reply[#reply + 1] = back_count
+for _, v in ipairs(back) do reply[#reply + 1] = v end
+for _, v in ipairs(statuses) do reply[#reply + 1] = v end
 return reply

@@ -327,16 +327,30 @@ impl Client {
             [keys.meta(), keys.delayed(), keys.active(), keys.levels(), keys.events(), keys.completed()];
         let value = self.run(&SCRIPTS.complete, &script_keys, args.0).await?;
         let mut reply = Reply::new(value, "complete")?;
-        let header = read_claim_header(&mut reply)?;
+        // The successors leased now, then those handed back to resends;
+        // each completion takes its share in order.
+        let mut header = read_claim(&mut reply, queue, policy.max_attempts)?;
+        let mut fresh = std::mem::take(&mut header.jobs).into_iter();
+        let handed_back = reply.count("handed_back")?;
+        let mut back = read_claimed_jobs(&mut reply, handed_back, queue, policy.max_attempts)?.into_iter();
         let mut answers = Vec::with_capacity(entries.len());
         for entry in entries {
             let status = reply.string("status")?;
-            let n = reply.count("n")?;
-            let jobs = read_claimed_jobs(&mut reply, n, queue, policy.max_attempts)?;
+            let k = reply.count("k")? as usize;
+            let share = |from: &mut std::vec::IntoIter<ClaimedJob>| -> Result<Claim> {
+                let jobs: Vec<ClaimedJob> = from.by_ref().take(k).collect();
+                if jobs.len() < k {
+                    return Err(Error::Protocol {
+                        script: "complete",
+                        detail: "fewer records than shares".into(),
+                    });
+                }
+                Ok(Claim { jobs, ..header.clone() })
+            };
             let job_id = entry.lease.job_id.as_str();
             answers.push(match status.as_str() {
-                "completed" => Ok((Completion::Completed, header.with_jobs(jobs))),
-                "already" => Ok((Completion::AlreadyCompleted, header.with_jobs(jobs))),
+                "completed" => Ok((Completion::Completed, share(&mut fresh)?)),
+                "already" => Ok((Completion::AlreadyCompleted, share(&mut back)?)),
                 "lease_lost" => Err(Error::LeaseLost { queue: queue.into(), id: job_id.into() }),
                 "not_found" => Err(Error::JobNotFound { queue: queue.into(), id: job_id.into() }),
                 other => {
@@ -591,26 +605,6 @@ fn token_prefix() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
-/// What a claim says besides its jobs.
-struct ClaimHeader {
-    paused: bool,
-    next_due: Option<SystemTime>,
-    server_time: Option<SystemTime>,
-    limited: Option<FlowLimit>,
-}
-
-impl ClaimHeader {
-    fn with_jobs(&self, jobs: Vec<ClaimedJob>) -> Claim {
-        Claim {
-            jobs,
-            paused: self.paused,
-            next_due: self.next_due,
-            server_time: self.server_time,
-            limited: self.limited,
-        }
-    }
-}
-
 /// Reads `{paused, next_due_ms, now_ms, n, limit, records...}` (see
 /// `claim_jobs.lua`).
 fn read_claim(reply: &mut Reply, queue: &str, default_max_attempts: u32) -> Result<Claim> {
@@ -619,26 +613,12 @@ fn read_claim(reply: &mut Reply, queue: &str, default_max_attempts: u32) -> Resu
     let now = reply.int("now_ms")?;
     let n = reply.count("n")?;
     let limited = read_limit(reply)?;
-    let header = ClaimHeader {
+    Ok(Claim {
+        jobs: read_claimed_jobs(reply, n, queue, default_max_attempts)?,
         paused,
         next_due: (next_due >= 0).then(|| from_epoch_millis(next_due as u64)),
         server_time: (now > 0).then(|| from_epoch_millis(now as u64)),
         limited,
-    };
-    Ok(header.with_jobs(read_claimed_jobs(reply, n, queue, default_max_attempts)?))
-}
-
-/// Reads the claim part that heads a completion reply: `{paused,
-/// next_due_ms, now_ms, limit}` (see `complete.lua`).
-fn read_claim_header(reply: &mut Reply) -> Result<ClaimHeader> {
-    let paused = reply.int("paused")? == 1;
-    let next_due = reply.int("next_due_ms")?;
-    let now = reply.int("now_ms")?;
-    Ok(ClaimHeader {
-        paused,
-        next_due: (next_due >= 0).then(|| from_epoch_millis(next_due as u64)),
-        server_time: (now > 0).then(|| from_epoch_millis(now as u64)),
-        limited: read_limit(reply)?,
     })
 }
 

@@ -691,6 +691,58 @@ async fn bulk_reports_duplicate_ids_and_creates_the_rest() {
 }
 
 #[tokio::test]
+async fn bulk_jobs_with_and_without_options_each_keep_their_own() {
+    // Jobs travel with only the options they set, so one script call holds
+    // groups of different lengths: each option must land on its own job.
+    let h = Harness::start().await;
+    let q = "bulkmixed";
+    let jobs = vec![
+        job("plain", 0),
+        job("full", 1)
+            .max_attempts(4)
+            .timeout(Duration::from_secs(12))
+            .backoff(backoff())
+            .correlation_id("corr-1")
+            .unique("full-1", UniqueMode::For(Duration::from_secs(60)))
+            .delay(Duration::from_secs(600)),
+        job("plain", 2),
+        job("traced", 3).correlation_id("corr-3"),
+    ];
+    let outcomes = h.client.enqueue_bulk(q, jobs).await.expect("bulk");
+    assert!(outcomes.iter().all(EnqueueOutcome::is_created), "{outcomes:?}");
+    let stored = |i: usize| h.client.get_job(q, outcomes[i].id());
+
+    for i in [0, 2] {
+        let plain = stored(i).await.expect("get");
+        assert_eq!(plain.payload_as::<serde_json::Value>().expect("json"), json!({ "n": i }));
+        assert_eq!(plain.state, JobState::Ready);
+        assert_eq!(plain.max_attempts, 5, "a job without the option has the default budget");
+        assert_eq!(
+            (plain.timeout, plain.backoff, plain.correlation_id, plain.unique_key),
+            (None, None, None, None)
+        );
+    }
+    let full = stored(1).await.expect("get");
+    assert_eq!(full.payload_as::<serde_json::Value>().expect("json"), json!({ "n": 1 }));
+    assert_eq!(full.state, JobState::Delayed);
+    assert_eq!(full.max_attempts, 4);
+    assert_eq!(full.timeout, Some(Duration::from_secs(12)));
+    assert_eq!(full.backoff, Some(backoff()));
+    assert_eq!(full.correlation_id.as_deref(), Some("corr-1"));
+    assert_eq!(full.unique_key.as_deref(), Some("full-1"));
+    let delay = ms(full.due_at.expect("due_at")) - ms(full.created_at);
+    assert_eq!(delay, 600_000, "the delay is the full job's own");
+    let traced = stored(3).await.expect("get");
+    assert_eq!(traced.name, "traced");
+    assert_eq!(traced.state, JobState::Ready);
+    assert_eq!(traced.correlation_id.as_deref(), Some("corr-3"));
+    assert_eq!((traced.max_attempts, traced.unique_key), (5, None));
+
+    assert_eq!(counts(&h, q).await, counts_of(3, 1, 0, 0, 0));
+    h.assert_sound(q).await;
+}
+
+#[tokio::test]
 async fn bulk_reports_duplicate_unique_keys() {
     let h = Harness::start().await;
     let q = "bulkuniq";

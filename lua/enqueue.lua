@@ -67,6 +67,8 @@ local prefix = ARGV[1]
 local cap = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
 local FIXED = 7
+-- Shared by the jobs that set no option (most): read, never written.
+local NO_OPTIONS = {}
 -- Options stored in the job hash as they came.
 local STORED = {'max_attempts', 'timeout_ms', 'backoff', 'unique_key', 'unique_mode',
   'correlation_id', 'group', 'group_max'}
@@ -90,8 +92,11 @@ for _ = 1, n do
   local id, fresh, name, payload = ARGV[a + 1], ARGV[a + 2] == '1', ARGV[a + 3], ARGV[a + 4]
   local version, priority = ARGV[a + 5], ARGV[a + 6]
   local k = tonumber(ARGV[a + 7])
-  local o = {}
-  for i = a + 8, a + 7 + 2 * k, 2 do o[ARGV[i]] = ARGV[i + 1] end
+  local o = NO_OPTIONS
+  if k > 0 then
+    o = {}
+    for i = a + 8, a + 7 + 2 * k, 2 do o[ARGV[i]] = ARGV[i + 1] end
+  end
   a = a + FIXED + 2 * k
   local unique_key, group = o.unique_key or '', o.group or ''
   local job_key = prefix .. 'job:' .. id

@@ -30,12 +30,15 @@ async fn short_timeout_client(server: &RedisServer) -> Client {
 }
 
 /// A server whose data survives `restart()` (SIGKILL + start again).
-/// Redis writes the AOF to the kernel before it replies, so a killed
-/// process loses nothing with `everysec`; only a machine crash would.
-/// `always` would make every write wait for the disk, which on a busy CI
-/// disk outlasted the 0.5 s response timeout these tests use.
+/// With `appendfsync no` Redis hands every AOF write to the kernel before
+/// it replies and never waits for the disk, so a killed process loses
+/// nothing (only a machine crash would). `everysec` is not enough: while a
+/// background fsync runs, Redis postpones the write for up to two seconds,
+/// and a SIGKILL then loses acknowledged writes (seen on a busy CI disk).
+/// `always` makes every write wait for the disk, which there outlasted the
+/// 0.5 s response timeout these tests use.
 fn durable_server() -> RedisServer {
-    RedisServer::builder().appendonly(true).appendfsync("everysec").start()
+    RedisServer::builder().appendonly(true).appendfsync("no").start()
 }
 
 fn job(n: u32) -> NewJob {

@@ -69,6 +69,8 @@ local n = tonumber(ARGV[3])
 local FIXED = 7
 -- Shared by the jobs that set no option (most): read, never written.
 local NO_OPTIONS = {}
+-- The `enqueued` event's extra field per state, shared by every job.
+local state_field = {ready = {'state', 'ready'}, delayed = {'state', 'delayed'}}
 -- Options stored in the job hash as they came.
 local STORED = {'max_attempts', 'timeout_ms', 'backoff', 'unique_key', 'unique_mode',
   'correlation_id', 'group', 'group_max'}
@@ -145,7 +147,7 @@ for _ = 1, n do
       make_ready(prefix, levels_key, id, priority, group, o.group_max)
     end
     created = created + 1
-    emit(events_key, cap, 'enqueued', id, name, '0', o.correlation_id, {'state', state})
+    emit(events_key, cap, 'enqueued', id, name, '0', o.correlation_id, state_field[state])
     reply[#reply + 1] = 'created'
     reply[#reply + 1] = id
   end

@@ -98,6 +98,8 @@ local function claim_jobs(prefix, k, now, count, lease_ms, token_prefix, worker,
   local tokens = {}
   -- Every job leased, for one ZADD to `active` (they share a deadline).
   local leased = {}
+  -- The `claimed` event's extra field, shared by every job of this call.
+  local worker_field = {'worker', worker}
   -- Orphans (ids without a job hash) do not use up the count: pop again
   -- for the shortfall, a bounded number of times.
   for _ = 1, 4 do
@@ -116,7 +118,7 @@ local function claim_jobs(prefix, k, now, count, lease_ms, token_prefix, worker,
           'worker', worker, 'started_at', now_text, 'outcome', '')
         leased[#leased + 1] = id
         append_record(reply, f, id, token, attempt, deadline)
-        emit(k.events, cap, 'claimed', id, f[1], attempt_text, f[7], {'worker', worker})
+        emit(k.events, cap, 'claimed', id, f[1], attempt_text, f[7], worker_field)
       else
         emit(k.events, cap, 'orphan', id, '', 0, '', {'from', 'ready'})
       end

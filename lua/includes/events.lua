@@ -26,20 +26,34 @@ local emitted = 0
 local function emit(events_key, cap, event, id, name, attempt, correlation_id, extra)
   if cap <= 0 then return end
   if type(attempt) ~= 'string' then attempt = int_text(attempt or 0) end
+  name = name or ''
+  local trim = emitted % TRIM_EVERY == 0
+  emitted = emitted + 1
+  if not trim and (not correlation_id or correlation_id == '') and (not extra or #extra == 2) then
+    -- The hot path (most events of a busy queue): one direct call, no
+    -- argument table to build and unpack.
+    if extra then
+      redis.call('XADD', events_key, '*', 'event', event, 'id', id, 'name', name,
+        'attempt', attempt, extra[1], extra[2])
+    else
+      redis.call('XADD', events_key, '*', 'event', event, 'id', id, 'name', name,
+        'attempt', attempt)
+    end
+    return
+  end
   local args
-  if emitted % TRIM_EVERY == 0 then
+  if trim then
     args = {'XADD', events_key, 'MAXLEN', '~', int_text(cap), '*'}
   else
     args = {'XADD', events_key, '*'}
   end
-  emitted = emitted + 1
   local base = #args
   args[base + 1] = 'event'
   args[base + 2] = event
   args[base + 3] = 'id'
   args[base + 4] = id
   args[base + 5] = 'name'
-  args[base + 6] = name or ''
+  args[base + 6] = name
   args[base + 7] = 'attempt'
   args[base + 8] = attempt
   if correlation_id and correlation_id ~= '' then

@@ -96,6 +96,7 @@ local TRIM_BATCH = 500
 local AGE_CHECK_EVERY = 16
 -- How long a resend is recognized after keep_last = 0 deleted the job.
 local DONE_MARKER_MS = 30000
+local COMPLETED = {completed = true}
 
 local now = now_ms()
 local now_text = int_text(now)
@@ -114,11 +115,12 @@ for j = 0, n - 1 do
   if seen[e.id] then
     -- The same job twice in one batch: the first entry decides.
     e.status = 'already'
-    e.job = {}
+    e.f = NO_FIELDS
     e.duplicate = true
   else
     seen[e.id] = true
-    e.status, e.job = check_fence(e.job_key, e.id, e.token, {completed = true})
+    -- e.f: the fence's HMGET reply, read through F_* (includes/fence).
+    e.status, e.f = check_fence_fields(e.job_key, e.id, e.token, COMPLETED)
   end
   if e.status == 'ok' then
     done_ids[#done_ids + 1] = e.id
@@ -132,7 +134,7 @@ end
 if #done_ids > 0 then
   redis.call('ZREM', k.active, unpack(done_ids))
   for _, e in ipairs(entries) do
-    if e.status == 'ok' then group_leave(prefix, k.levels, e.job.group) end
+    if e.status == 'ok' then group_leave(prefix, k.levels, e.f[F_GROUP]) end
   end
 end
 
@@ -170,29 +172,35 @@ local function hand_back(e)
   return count
 end
 
+-- The arguments of each completion's HSET: one table for the whole batch;
+-- only the optional pairs after the first six change.
+local hset_args = {'state', 'completed', 'outcome', 'completed', 'finished_at', now_text}
 local completed_now = 0
 for _, e in ipairs(entries) do
   if e.status == 'ok' then
     completed_now = completed_now + 1
     local give = math.min(e.want, claimed[4] - handed_out)
-    local fields = {'state', 'completed', 'outcome', 'completed', 'finished_at', now_text}
+    local len = 6
     if e.result ~= '' then
-      fields[#fields + 1] = 'result'
-      fields[#fields + 1] = e.result
+      hset_args[len + 1] = 'result'
+      hset_args[len + 2] = e.result
+      len = len + 2
     end
     if give > 0 and keep_last ~= 0 then
-      local pairs_ = {}
-      for i = handed_out + 1, handed_out + give do
-        local base = 5 + (i - 1) * CLAIM_RECORD
-        pairs_[#pairs_ + 1] = claimed[base + 2]
-        pairs_[#pairs_ + 1] = claimed[base + 1]
+      local base = 5 + handed_out * CLAIM_RECORD
+      local handed = claimed[base + 2] .. ' ' .. claimed[base + 1]
+      for _ = 2, give do
+        base = base + CLAIM_RECORD
+        handed = handed .. ' ' .. claimed[base + 2] .. ' ' .. claimed[base + 1]
       end
-      fields[#fields + 1] = 'next_claim'
-      fields[#fields + 1] = table.concat(pairs_, ' ')
+      hset_args[len + 1] = 'next_claim'
+      hset_args[len + 2] = handed
+      len = len + 2
     end
-    redis.call('HSET', e.job_key, unpack(fields))
-    release_unique(prefix, e.id, e.job)
-    emit(k.events, cap, 'completed', e.id, e.job.name, e.job.attempt, e.job.correlation_id, nil)
+    redis.call('HSET', e.job_key, unpack(hset_args, 1, len))
+    local f = e.f
+    release_unique(prefix, e.id, f[F_UNIQUE_KEY], f[F_UNIQUE_MODE])
+    emit(k.events, cap, 'completed', e.id, f[F_NAME], f[F_ATTEMPT], f[F_CORRELATION_ID], nil)
     statuses[#statuses + 1] = 'completed'
     statuses[#statuses + 1] = give
     handed_out = handed_out + give

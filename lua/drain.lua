@@ -44,7 +44,7 @@ for _, id in ipairs(pop_ready(prefix, levels_key, batch)) do
     -- Its mutex group slot passes to the group's next job, which a later
     -- batch drains in turn.
     group_leave(prefix, levels_key, f[7])
-    release_unique(prefix, id, {unique_key = f[5], unique_mode = f[6]})
+    release_unique(prefix, id, f[5], f[6])
     redis.call('DEL', job_key)
     emit(events_key, cap, 'drained', id, f[2], f[3] or 0, f[4], nil)
     drained = drained + 1

@@ -1,7 +1,7 @@
 --[[
   include finish: bookkeeping shared by the scripts that end an attempt.
 
-  release_unique(prefix, id, job)
+  release_unique(prefix, id, unique_key, unique_mode)
     Deletes the job's unique-key lock when the lock mode is
     'until_finished' and the lock still names this job (only its owner may
     release it). 'ttl' locks simply expire.
@@ -17,9 +17,9 @@
     owner's later calls are then LEASE_LOST). Dead letters are never trimmed
     automatically.
 ]]
-local function release_unique(prefix, id, job)
-  if job.unique_key and job.unique_key ~= '' and job.unique_mode == 'until_finished' then
-    local lock_key = prefix .. 'unique:' .. job.unique_key
+local function release_unique(prefix, id, unique_key, unique_mode)
+  if unique_key and unique_key ~= '' and unique_mode == 'until_finished' then
+    local lock_key = prefix .. 'unique:' .. unique_key
     if redis.call('GET', lock_key) == id then
       redis.call('DEL', lock_key)
     end
@@ -37,7 +37,7 @@ local function bury(prefix, meta_key, dead_key, events_key, id, job, now, reason
   redis.call('HSET', job_key, 'state', 'dead', 'outcome', outcome, 'dead_reason', reason,
     'died_at', now, 'finished_at', now)
   redis.call('HINCRBY', meta_key, 'dead', 1)
-  release_unique(prefix, id, job)
+  release_unique(prefix, id, job.unique_key, job.unique_mode)
   emit(events_key, cap, 'dead', id, job.name, job.attempt, job.correlation_id,
     {'reason', reason})
 end

@@ -7,6 +7,7 @@
 
 mod fleet;
 mod peer;
+mod pinning;
 mod processes;
 mod redis_bound;
 mod redis_stats;
@@ -85,6 +86,10 @@ struct Args {
     /// Redis to use instead of a private server.
     #[arg(long, env = "REDIS_URL")]
     redis_url: Option<String>,
+    /// Let the private Redis share CPUs with the clients instead of giving
+    /// it the last CPU of its own (see BENCHMARKS.md).
+    #[arg(long)]
+    no_pin: bool,
 }
 
 #[tokio::main]
@@ -105,13 +110,29 @@ async fn main() -> Result<()> {
         Some(path) => path,
         None => fleet::sibling_worker()?,
     };
-    let (_server, url) = match &args.redis_url {
+    let (private_server, url) = match &args.redis_url {
         Some(url) => (None, url.clone()),
         None => {
             let server = RedisServer::start();
             let url = server.url();
             (Some(server), url)
         }
+    };
+    // Before pinning, which narrows what this process may use.
+    let machine = machine();
+    let pinning = match (&private_server, args.no_pin) {
+        (Some(server), false) => {
+            let pid = server.pid().context("the private redis-server has no process")?;
+            let pinning = pinning::pin_redis_apart(pid)?;
+            match &pinning {
+                Some(p) => {
+                    eprintln!("redis-server on CPU {}, clients on CPUs {:?}", p.redis_cpu, p.client_cpus)
+                }
+                None => eprintln!("one CPU only: Redis and the clients share it"),
+            }
+            pinning
+        }
+        _ => None,
     };
     let params = Params {
         jobs: args.jobs,
@@ -142,28 +163,34 @@ async fn main() -> Result<()> {
     if wants("enqueue_single") {
         eprintln!("taskline: enqueue_single ...");
         results.insert("enqueue_single".into(), json!(bench.enqueue_single().await?));
+        bench.remove_run_queues().await?;
     }
     if wants("enqueue_bulk") {
         eprintln!("taskline: enqueue_bulk ...");
         results.insert("enqueue_bulk".into(), json!(bench.enqueue_bulk().await?));
+        bench.remove_run_queues().await?;
     }
     if wants("process") {
         eprintln!("taskline: process ...");
         let (throughput, rss) = bench.process().await?;
         results.insert("process".into(), json!(throughput));
         results.insert("rss".into(), json!(rss));
+        bench.remove_run_queues().await?;
     }
     if wants("latency") {
         eprintln!("taskline: latency ...");
         results.insert("latency".into(), json!(bench.latency().await?));
+        bench.remove_run_queues().await?;
     }
     if wants("idle") {
         eprintln!("taskline: idle ...");
         results.insert("idle".into(), json!(bench.idle().await?));
+        bench.remove_run_queues().await?;
     }
     if wants("memory") {
         eprintln!("taskline: memory ...");
         results.insert("memory".into(), json!(bench.memory().await?));
+        bench.remove_run_queues().await?;
     }
     if wants("saturate") {
         results.insert("saturate".into(), json!(bench.saturate().await?));
@@ -196,7 +223,7 @@ async fn main() -> Result<()> {
         println!("BullMQ: skipped: {note}");
     }
     let document = json!({
-        "machine": machine(),
+        "machine": machine,
         "versions": {
             "taskline": env!("CARGO_PKG_VERSION"),
             "redis": redis_version,
@@ -204,6 +231,7 @@ async fn main() -> Result<()> {
             "node": match &peer { Peer::Ran(r) => r.get("node_version").cloned(), Peer::Skipped(_) => None },
         },
         "params": params,
+        "pinning": pinning,
         "taskline": taskline,
         "bullmq": bullmq,
         "bullmq_skipped": peer_note,

@@ -134,6 +134,34 @@ impl Bench {
         format!("bench-{}-{scenario}", self.run_id)
     }
 
+    /// Deletes every key of this run's queues, between scenarios and
+    /// outside their timing, so that each scenario starts from the same
+    /// Redis: otherwise the jobs the enqueue scenarios leave behind (some
+    /// 200 MB) slow the later ones, while the BullMQ peer obliterates its
+    /// queues after each scenario. `DEL`, not `UNLINK`: freeing in the
+    /// background would add its CPU to the next scenario's figures.
+    pub async fn remove_run_queues(&mut self) -> Result<()> {
+        let pattern = format!("{}:{{bench-{}-*", self.client.options().prefix, self.run_id);
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1_000)
+                .query_async(&mut self.raw)
+                .await?;
+            if !keys.is_empty() {
+                let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut self.raw).await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
     pub(crate) fn job(&self, sent_ns: Option<u128>) -> Result<NewJob> {
         let pad = self.params.payload_bytes.saturating_sub(40);
         let payload = match sent_ns {

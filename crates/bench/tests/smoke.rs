@@ -44,6 +44,15 @@ fn a_tiny_run_reports_every_scenario() {
     assert!(doc["versions"]["redis"].as_str().is_some_and(|v| !v.is_empty()));
     assert_eq!(doc["params"]["jobs"], 300);
     assert!(doc["bullmq"].is_null() && doc["bullmq_skipped"].is_string());
+    // The private Redis gets a CPU the clients do not use, where there are two.
+    let pinning = &doc["pinning"];
+    if doc["machine"]["cpus"].as_u64().unwrap_or(0) >= 2 {
+        let redis_cpu = &pinning["redis_cpu"];
+        let clients = pinning["client_cpus"].as_array().expect("client CPUs listed");
+        assert!(redis_cpu.is_u64() && !clients.is_empty() && !clients.contains(redis_cpu), "{pinning}");
+    } else {
+        assert!(pinning.is_null(), "{pinning}");
+    }
 }
 
 #[test]

@@ -92,8 +92,7 @@ struct Args {
     no_pin: bool,
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let args = Args::parse();
     let known = |s: &String| DEFAULT.contains(&s.as_str()) || ON_REQUEST.contains(&s.as_str());
     if let Some(unknown) = args.scenarios.iter().find(|s| !known(s)) {
@@ -134,6 +133,23 @@ async fn main() -> Result<()> {
         }
         _ => None,
     };
+    // Built after pinning, so that its worker threads are as many as the
+    // CPUs left to the clients: two threads time-slicing one CPU stall
+    // each other's tasks for whole scheduler slices.
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = runtime.block_on(run(args, url, machine, pinning, worker_bin));
+    drop(private_server);
+    result
+}
+
+/// Runs the scenarios against `url` and reports.
+async fn run(
+    args: Args,
+    url: String,
+    machine: Value,
+    pinning: Option<pinning::Pinning>,
+    worker_bin: PathBuf,
+) -> Result<()> {
     let params = Params {
         jobs: args.jobs,
         concurrency: args.concurrency,

@@ -89,6 +89,10 @@ local function flush_pending()
   pending, pending_levels = {}, {}
 end
 
+-- The job hash's fields, in HSET argument order; the values are set per job.
+local fields = {'id', '', 'name', '', 'payload', '', 'version', '', 'priority', '',
+  'state', '', 'attempt', '0', 'created_at', '', 'due_at', ''}
+local HASH_FIXED = #fields
 local a = 3
 for _ = 1, n do
   local id, fresh, name, payload = ARGV[a + 1], ARGV[a + 2] == '1', ARGV[a + 3], ARGV[a + 4]
@@ -123,16 +127,21 @@ for _ = 1, n do
     local state, due_text = 'ready', now_text
     if due > now then state = 'delayed' end
     if due ~= now then due_text = int_text(due) end
-    local fields = {'id', id, 'name', name, 'payload', payload,
-      'version', version, 'priority', priority,
-      'state', state, 'attempt', '0', 'created_at', now_text, 'due_at', due_text}
-    for _, field in ipairs(STORED) do
-      if o[field] then
-        fields[#fields + 1] = field
-        fields[#fields + 1] = o[field]
+    -- One argument table for every job of the call: the names stay, the
+    -- values are overwritten, and `len` says how much of it this job uses.
+    fields[2], fields[4], fields[6], fields[8], fields[10] = id, name, payload, version, priority
+    fields[12], fields[16], fields[18] = state, now_text, due_text
+    local len = HASH_FIXED
+    if o ~= NO_OPTIONS then
+      for _, field in ipairs(STORED) do
+        if o[field] then
+          fields[len + 1] = field
+          fields[len + 2] = o[field]
+          len = len + 2
+        end
       end
     end
-    redis.call('HSET', job_key, unpack(fields))
+    redis.call('HSET', job_key, unpack(fields, 1, len))
     if state == 'delayed' then
       schedule(prefix, delayed_key, id, due_text)
     elseif group == '' then

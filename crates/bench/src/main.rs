@@ -122,14 +122,21 @@ fn main() -> Result<()> {
     let pinning = match (&private_server, args.no_pin) {
         (Some(server), false) => {
             let pid = server.pid().context("the private redis-server has no process")?;
-            let pinning = pinning::pin_redis_apart(pid)?;
-            match &pinning {
-                Some(p) => {
-                    eprintln!("redis-server on CPU {}, clients on CPUs {:?}", p.redis_cpu, p.client_cpus)
+            // A machine that refuses affinity changes still gets its figures.
+            match pinning::pin_redis_apart(pid) {
+                Ok(Some(p)) => {
+                    eprintln!("redis-server on CPU {}, clients on CPUs {:?}", p.redis_cpu, p.client_cpus);
+                    Some(p)
                 }
-                None => eprintln!("one CPU only: Redis and the clients share it"),
+                Ok(None) => {
+                    eprintln!("one CPU only: Redis and the clients share it");
+                    None
+                }
+                Err(e) => {
+                    eprintln!("could not pin Redis apart ({e:#}); Redis and the clients share the CPUs");
+                    None
+                }
             }
-            pinning
         }
         _ => None,
     };

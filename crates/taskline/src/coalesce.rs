@@ -6,7 +6,7 @@
 //!
 //! Each kind of request has a lane per queue: a task that takes what has
 //! queued up (at most [`MAX_BATCH`]), runs it as one batch, and lets up to
-//! [`IN_FLIGHT`] batches be on their way at once. The batch function
+//! a few batches be on their way at once (the kind's [`Shape`]). The batch function
 //! answers every request through the reply channel the request carries.
 //! Lanes end when their [`Lanes`] is dropped (with the client).
 
@@ -20,35 +20,55 @@ use tokio::sync::{Semaphore, mpsc};
 /// enough that a batch never holds Redis for long (about a millisecond).
 pub(crate) const MAX_BATCH: usize = 100;
 
-/// Batches of one lane on their way at once. Two keep Redis busy while the
-/// reply of the previous batch travels back and the next one fills up.
-pub(crate) const IN_FLIGHT: usize = 2;
+/// How the lanes of one kind of request batch it. Each kind has its own,
+/// measured with `taskline-bench` (alternated builds, BENCHMARKS.md).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shape {
+    /// Batches of one lane on their way at once: enough to keep Redis busy
+    /// while a reply travels back and the next batch fills up.
+    pub(crate) in_flight: usize,
+    /// When a batch is cut.
+    pub(crate) gather: Gather,
+}
+
+/// Enqueues: three in flight, gathered after a yield. Producers wait for
+/// their previous enqueue, so the next batch fills only from a reply's
+/// callers; with two in flight Redis sat idle between batches (three:
+/// 142k against 117k single enqueues/s, 200k jobs, 4 alternated rounds;
+/// four: no better).
+pub(crate) const ENQUEUE: Shape = Shape { in_flight: 3, gather: Gather::AfterYield };
+
+/// Completions: two in flight, cut at once. A completion's successors come
+/// back in its reply, so the worker's slots keep the lane fed; three in
+/// flight made batches smaller and cost more Redis CPU per job (44k
+/// against 52k jobs/s).
+pub(crate) const COMPLETE: Shape = Shape { in_flight: 2, gather: Gather::AtOnce };
 
 /// The lanes of one kind of request, by lane key (queue name and whatever
 /// else the batch must share).
 pub(crate) struct Lanes<R> {
     senders: Mutex<HashMap<String, mpsc::UnboundedSender<R>>>,
-    gather: Gather,
+    shape: Shape,
 }
 
 /// Whether a lane's task, once a request arrives, yields one turn of the
 /// scheduler before it cuts the batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Gather {
-    /// Cut at once. Completions: their successors arrive in the reply, so
-    /// batches stay even by themselves (yielding measured 4 to 8% slower).
+    /// Cut at once (completions: yielding measured 4 to 8% slower).
     AtOnce,
     /// Yield first, so that the tasks woken by the same reply (producers
-    /// awaiting their previous enqueue) queue their requests too, and
-    /// batches do not alternate between one request and the rest (measured
-    /// 6 to 15% more single enqueues per second, 4 to 7% less Redis CPU
-    /// per job). A yield, not a timer: nothing waits for company.
+    /// awaiting their previous enqueue) queue their requests too. Without
+    /// it, Tokio's LIFO slot runs the lane right after the first caller and
+    /// each caller goes out alone (measured: 6 to 15% more single enqueues
+    /// per second with the yield, 4 to 7% less Redis CPU per job). A yield,
+    /// not a timer: nothing waits for company.
     AfterYield,
 }
 
 impl<R: Send + 'static> Lanes<R> {
-    pub(crate) fn new(gather: Gather) -> Self {
-        Self { senders: Mutex::new(HashMap::new()), gather }
+    pub(crate) fn new(shape: Shape) -> Self {
+        Self { senders: Mutex::new(HashMap::new()), shape }
     }
 
     /// Queues `request` on the lane `key`. When the lane has no task yet
@@ -71,23 +91,23 @@ impl<R: Send + 'static> Lanes<R> {
         // A fresh channel's receiver is alive until the task below starts.
         let _ = sender.send(request);
         senders.insert(key.to_string(), sender);
-        tokio::spawn(drive(receiver, run, self.gather));
+        tokio::spawn(drive(receiver, run, self.shape));
     }
 }
 
 /// A lane's task: waits for a free in-flight slot, then for the first
 /// request, takes whatever else has queued up, and sends the batch off.
-async fn drive<R, F, Fut>(mut receiver: mpsc::UnboundedReceiver<R>, run: F, gather: Gather)
+async fn drive<R, F, Fut>(mut receiver: mpsc::UnboundedReceiver<R>, run: F, shape: Shape)
 where
     R: Send + 'static,
     F: Fn(Vec<R>) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let slots = Arc::new(Semaphore::new(shape.in_flight));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let Some(first) = receiver.recv().await else { return };
-        if gather == Gather::AfterYield {
+        if shape.gather == Gather::AfterYield {
             tokio::task::yield_now().await;
         }
         let mut batch = Vec::with_capacity(8);
@@ -116,11 +136,11 @@ mod tests {
     /// every request gets its own answer.
     #[tokio::test]
     async fn queued_requests_share_a_batch_and_each_gets_its_answer() {
-        let lanes: Lanes<(u32, oneshot::Sender<(u32, usize)>)> = Lanes::new(Gather::AtOnce);
+        let lanes: Lanes<(u32, oneshot::Sender<(u32, usize)>)> = Lanes::new(COMPLETE);
         let batches = Arc::new(AtomicUsize::new(0));
         let gate = Arc::new(tokio::sync::Notify::new());
         let mut answers = Vec::new();
-        for i in 0..(IN_FLIGHT as u32 + 10) {
+        for i in 0..(COMPLETE.in_flight as u32 + 10) {
             let (tx, rx) = oneshot::channel();
             let batches = batches.clone();
             let gate = gate.clone();
@@ -156,7 +176,10 @@ mod tests {
             sizes.push(size);
         }
         let total = batches.load(Ordering::SeqCst);
-        assert!(total < IN_FLIGHT + 10, "no request shared a batch: {total} batches, sizes {sizes:?}");
+        assert!(
+            total < COMPLETE.in_flight + 10,
+            "no request shared a batch: {total} batches, sizes {sizes:?}"
+        );
         assert!(sizes.iter().any(|&s| s > 1), "every batch held one request: {sizes:?}");
     }
 
@@ -164,7 +187,7 @@ mod tests {
     /// (on a one-thread multi-thread runtime, as a pinned worker runs) and
     /// returns the sizes of the batches they went out in.
     async fn batches_of_tasks_woken_together(gather: Gather, tasks: usize) -> Vec<usize> {
-        let lanes: Arc<Lanes<oneshot::Sender<()>>> = Arc::new(Lanes::new(gather));
+        let lanes: Arc<Lanes<oneshot::Sender<()>>> = Arc::new(Lanes::new(Shape { in_flight: 2, gather }));
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let run = {
             let sizes = sizes.clone();
@@ -218,7 +241,7 @@ mod tests {
     /// A lane whose task died with its runtime is started again.
     #[test]
     fn a_lane_is_restarted_on_a_new_runtime() {
-        let lanes: Lanes<oneshot::Sender<u32>> = Lanes::new(Gather::AtOnce);
+        let lanes: Lanes<oneshot::Sender<u32>> = Lanes::new(COMPLETE);
         for round in 0..2u32 {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let got = runtime.block_on(async {

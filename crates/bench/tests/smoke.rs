@@ -64,3 +64,29 @@ fn an_unknown_scenario_is_refused() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown scenario \"warp_speed\""));
 }
+
+/// On a Redis it did not start (`--redis-url`), the benchmark pins nothing
+/// and leaves none of its queues behind: each scenario deletes its own.
+#[test]
+fn a_run_on_a_given_redis_leaves_no_queue_behind() {
+    let server = taskline_testkit::RedisServer::start();
+    let mut con = redis::Client::open(server.url()).expect("url").get_connection().expect("connect");
+    let _: () = redis::cmd("SET").arg("not-the-bench").arg("kept").query(&mut con).expect("set");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = dir.path().join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_taskline-bench"))
+        .args(["--scenarios", "enqueue_single,enqueue_bulk,process", "--jobs", "200", "--concurrency", "8"])
+        .args(["--no-peer", "--redis-url", &server.url(), "--json"])
+        .arg(&report)
+        .output()
+        .expect("run taskline-bench");
+    assert!(output.status.success(), "bench failed: {}", String::from_utf8_lossy(&output.stderr));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    assert_eq!(doc["taskline"]["process"]["jobs"], 200, "every job processed");
+    assert!(doc["pinning"].is_null(), "pinned a Redis it did not start: {}", doc["pinning"]);
+    let left: Vec<String> = redis::cmd("KEYS").arg("taskline:{bench-*").query(&mut con).expect("keys");
+    assert!(left.is_empty(), "queue keys left behind: {left:?}");
+    let kept: String = redis::cmd("GET").arg("not-the-bench").query(&mut con).expect("get");
+    assert_eq!(kept, "kept", "the run touched a key that is not its own");
+}

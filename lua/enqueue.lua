@@ -89,9 +89,10 @@ local function flush_pending()
   pending, pending_levels = {}, {}
 end
 
--- The job hash's fields, in HSET argument order; the values are set per job.
+-- The job hash's fields, in HSET argument order; the values left '' are set
+-- per job.
 local fields = {'id', '', 'name', '', 'payload', '', 'version', '', 'priority', '',
-  'state', '', 'attempt', '0', 'created_at', '', 'due_at', ''}
+  'state', '', 'attempt', '0', 'created_at', now_text, 'due_at', ''}
 local HASH_FIXED = #fields
 local a = 3
 for _ = 1, n do
@@ -130,7 +131,7 @@ for _ = 1, n do
     -- One argument table for every job of the call: the names stay, the
     -- values are overwritten, and `len` says how much of it this job uses.
     fields[2], fields[4], fields[6], fields[8], fields[10] = id, name, payload, version, priority
-    fields[12], fields[16], fields[18] = state, now_text, due_text
+    fields[12], fields[18] = state, due_text
     local len = HASH_FIXED
     if o ~= NO_OPTIONS then
       for _, field in ipairs(STORED) do

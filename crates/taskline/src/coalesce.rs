@@ -183,11 +183,13 @@ mod tests {
         assert!(sizes.iter().any(|&s| s > 1), "every batch held one request: {sizes:?}");
     }
 
-    /// Sends one request per task from `tasks` tasks woken at the same time
-    /// (on a one-thread multi-thread runtime, as a pinned worker runs) and
-    /// returns the sizes of the batches they went out in.
-    async fn batches_of_tasks_woken_together(gather: Gather, tasks: usize) -> Vec<usize> {
-        let lanes: Arc<Lanes<oneshot::Sender<()>>> = Arc::new(Lanes::new(Shape { in_flight: 2, gather }));
+    /// Producers woken by one reply all queue before the enqueue lane cuts
+    /// its batch, instead of the first going out alone (on a one-thread
+    /// multi-thread runtime, as a pinned worker runs).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn the_enqueue_lane_gathers_the_requests_of_tasks_woken_together() {
+        let tasks = 10;
+        let lanes: Arc<Lanes<oneshot::Sender<()>>> = Arc::new(Lanes::new(ENQUEUE));
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let run = {
             let sizes = sizes.clone();
@@ -226,16 +228,7 @@ mod tests {
             done.expect("task");
         }
         let sizes = sizes.lock().unwrap().clone();
-        assert_eq!(sizes.iter().sum::<usize>(), tasks, "every request went out once: {sizes:?}");
-        sizes
-    }
-
-    /// Producers woken by one reply all queue before the enqueue lane cuts
-    /// its batch, instead of the first going out alone.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn after_yield_gathers_the_requests_of_tasks_woken_together() {
-        let sizes = batches_of_tasks_woken_together(Gather::AfterYield, 10).await;
-        assert_eq!(sizes, [10], "batches: {sizes:?}");
+        assert_eq!(sizes, [tasks], "one batch for the {tasks} woken tasks: {sizes:?}");
     }
 
     /// A lane whose task died with its runtime is started again.

@@ -176,6 +176,8 @@ end
 -- only the optional pairs after the first six change.
 local hset_args = {'state', 'completed', 'outcome', 'completed', 'finished_at', now_text}
 local completed_now = 0
+-- One `completed` entry for the jobs of this call (includes/events).
+local completed_event = event_batch(k.events, cap, 'completed', nil)
 for _, e in ipairs(entries) do
   if e.status == 'ok' then
     completed_now = completed_now + 1
@@ -200,7 +202,7 @@ for _, e in ipairs(entries) do
     redis.call('HSET', e.job_key, unpack(hset_args, 1, len))
     local f = e.f
     release_unique(prefix, e.id, f[F_UNIQUE_KEY], f[F_UNIQUE_MODE])
-    emit(k.events, cap, 'completed', e.id, f[F_NAME], f[F_ATTEMPT], f[F_CORRELATION_ID], nil)
+    batch_add(completed_event, e.id, f[F_NAME], f[F_ATTEMPT], f[F_CORRELATION_ID])
     statuses[#statuses + 1] = 'completed'
     statuses[#statuses + 1] = give
     handed_out = handed_out + give
@@ -215,6 +217,8 @@ for _, e in ipairs(entries) do
     statuses[#statuses + 1] = 0
   end
 end
+
+batch_emit(completed_event)
 
 if completed_now > 0 then
   local completions = redis.call('HINCRBY', k.meta, 'completed', completed_now)

@@ -98,8 +98,8 @@ local function claim_jobs(prefix, k, now, count, lease_ms, token_prefix, worker,
   local tokens = {}
   -- Every job leased, for one ZADD to `active` (they share a deadline).
   local leased = {}
-  -- The `claimed` event's extra field, shared by every job of this call.
-  local worker_field = {'worker', worker}
+  -- One `claimed` entry for the jobs of this call (includes/events).
+  local claimed_event = event_batch(k.events, cap, 'claimed', {'worker', worker})
   -- Orphans (ids without a job hash) do not use up the count: pop again
   -- for the shortfall, a bounded number of times.
   for _ = 1, 4 do
@@ -118,7 +118,7 @@ local function claim_jobs(prefix, k, now, count, lease_ms, token_prefix, worker,
           'worker', worker, 'started_at', now_text, 'outcome', '')
         leased[#leased + 1] = id
         append_record(reply, f, id, token, attempt, deadline)
-        emit(k.events, cap, 'claimed', id, f[1], attempt_text, f[7], worker_field)
+        batch_add(claimed_event, id, f[1], attempt_text, f[7])
       else
         emit(k.events, cap, 'orphan', id, '', 0, '', {'from', 'ready'})
       end
@@ -126,6 +126,7 @@ local function claim_jobs(prefix, k, now, count, lease_ms, token_prefix, worker,
     if n >= count or #ids == 0 then break end
   end
   zadd_all(k.active, deadline_text, leased)
+  batch_emit(claimed_event)
   local wait_until = note_starts(prefix, flow, now, tokens)
   if limit == 'hold' then
     wait_until = flow.hold_until

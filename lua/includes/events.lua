@@ -11,6 +11,22 @@
     extra    optional flat list of further field/value pairs.
   Events are best-effort transport; the job hash is the truth.
 
+  One entry may list several jobs (a batch): the fields before the first
+  `id` are shared by every job of the entry (`event`, and extras such as
+  `worker`); each `id` starts the next job's own fields (`name`,
+  `attempt`, an optional `correlation_id`, its own extras). An entry of one
+  job is the same layout with one group. The hot path (claims and
+  completions, which come in batches) appends one entry per script call
+  instead of one per job, which costs a fraction of the commands; the
+  stream bound counts entries, so it keeps more events than that.
+
+  event_batch(events_key, cap, event, extra) -> batch (nil when cap is 0)
+  batch_add(batch, id, name, attempt, correlation_id)
+    Lists one more job; every EVENT_BATCH_MAX jobs are appended as an
+    entry of their own (the arguments of one call stay bounded).
+  batch_emit(batch)
+    Appends what is listed and not yet appended (nothing for none).
+
   int_text(n) -> the integer n as text. redis.call formats a Lua number
   argument as a double ("%.17g"), which costs more than the command it is
   passed to; scripts on the hot path pass integers through this instead
@@ -64,4 +80,49 @@ local function emit(events_key, cap, event, id, name, attempt, correlation_id, e
     for i = 1, #extra do args[#args + 1] = extra[i] end
   end
   redis.call(unpack(args))
+end
+
+-- Most jobs listed in one batch entry.
+local EVENT_BATCH_MAX = 100
+
+local function event_batch(events_key, cap, event, extra)
+  if cap <= 0 then return nil end
+  local fields = {'event', event}
+  if extra then
+    for i = 1, #extra do fields[#fields + 1] = extra[i] end
+  end
+  return {key = events_key, cap = cap, fields = fields, shared = #fields, jobs = 0}
+end
+
+local function batch_emit(batch)
+  if not batch or batch.jobs == 0 then return end
+  local trim = emitted % TRIM_EVERY == 0
+  emitted = emitted + 1
+  if trim then
+    redis.call('XADD', batch.key, 'MAXLEN', '~', int_text(batch.cap), '*',
+      unpack(batch.fields))
+  else
+    redis.call('XADD', batch.key, '*', unpack(batch.fields))
+  end
+  -- Keep the shared fields for the jobs that follow.
+  for i = #batch.fields, batch.shared + 1, -1 do batch.fields[i] = nil end
+  batch.jobs = 0
+end
+
+local function batch_add(batch, id, name, attempt, correlation_id)
+  if not batch then return end
+  local fields = batch.fields
+  local n = #fields
+  fields[n + 1] = 'id'
+  fields[n + 2] = id
+  fields[n + 3] = 'name'
+  fields[n + 4] = name or ''
+  fields[n + 5] = 'attempt'
+  fields[n + 6] = attempt
+  if correlation_id and correlation_id ~= '' then
+    fields[n + 7] = 'correlation_id'
+    fields[n + 8] = correlation_id
+  end
+  batch.jobs = batch.jobs + 1
+  if batch.jobs >= EVENT_BATCH_MAX then batch_emit(batch) end
 end

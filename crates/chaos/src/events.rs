@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
-use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
+use taskline::operator::events::decode_read;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -79,7 +79,7 @@ pub struct Event {
 pub struct EventLog {
     /// Each job's events in stream order.
     pub jobs: Vec<Vec<Event>>,
-    /// Entries read.
+    /// Events read (an entry may list several jobs: one event each).
     pub read: u64,
     /// True if entries were trimmed before they could be read.
     pub gap: bool,
@@ -105,27 +105,26 @@ impl EventLog {
             .map_or(0, |events| events.iter().filter(|e| e.kind == EventKind::Claimed).count()) as u32
     }
 
-    fn ingest(&mut self, entry: &StreamId) {
-        let Some(id) = parse_id(&entry.id) else { return };
+    fn ingest(&mut self, event: &taskline::Event) {
+        let Some(id) = parse_id(&event.stream_id) else { return };
         self.last_id = self.last_id.max(id);
         self.read += 1;
-        let text = |field: &str| entry.get::<String>(field).unwrap_or_default();
-        let (Some(kind), Some(index)) = (EventKind::parse(&text("event")), job_index(&text("id"))) else {
+        let (Some(kind), Some(index)) = (EventKind::parse(&event.event), job_index(&event.job_id)) else {
             return;
         };
-        let worker = match entry.get::<String>("worker") {
+        let worker = match event.extra.get("worker") {
             Some(name) => {
                 let next = self.workers.len() as u32;
                 let index = *self.worker_index.entry(name.clone()).or_insert(next);
                 if index == next {
-                    self.workers.push(name);
+                    self.workers.push(name.clone());
                 }
                 index
             }
             None => u32::MAX,
         };
         if let Some(events) = self.jobs.get_mut(index) {
-            events.push(Event { at_ms: id.0, kind, attempt: text("attempt").parse().unwrap_or(0), worker });
+            events.push(Event { at_ms: id.0, kind, attempt: event.attempt, worker });
         }
     }
 }
@@ -197,28 +196,25 @@ async fn read_loop(
                 log.lock().unwrap_or_else(|p| p.into_inner()).gap = true;
             }
         }
-        let mut options = StreamReadOptions::default().count(BATCH);
+        let mut read = redis::cmd("XREAD");
+        read.arg("COUNT").arg(BATCH);
         if !stop {
-            options = options.block(BLOCK_MS);
+            read.arg("BLOCK").arg(BLOCK_MS);
         }
-        let reply: redis::RedisResult<Option<StreamReadReply>> =
-            redis::AsyncCommands::xread_options(c, &[&key], &[&last], &options).await;
-        match reply {
-            Ok(reply) => {
+        read.arg("STREAMS").arg(&key).arg(&last);
+        let reply: redis::RedisResult<redis::Value> = read.query_async(c).await;
+        match reply.map(decode_read) {
+            Ok(Ok(events)) => {
                 failures = 0;
                 let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
-                let mut read = 0;
-                for stream in reply.map(|r| r.keys).unwrap_or_default() {
-                    for entry in &stream.ids {
-                        log.ingest(entry);
-                        read += 1;
-                    }
+                for event in &events {
+                    log.ingest(event);
                 }
-                if stop && read == 0 {
+                if stop && events.is_empty() {
                     return;
                 }
             }
-            Err(_) => {
+            Ok(Err(_)) | Err(_) => {
                 failures += 1;
                 conn = None;
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -1,12 +1,17 @@
 //! The per-queue lifecycle event stream (`<prefix>:{Q}:events`): read a
 //! range, read the latest events, or follow new ones as they arrive.
 //!
-//! The scripts append one entry per lifecycle step (`enqueued`, `claimed`,
+//! The scripts record every lifecycle step (`enqueued`, `claimed`,
 //! `completed`, `retrying`, `dead`, `replayed`, `purged`, `drained`,
 //! `released`, ...) with the fields `event`, `id`, `name`, `attempt`, an
 //! optional `correlation_id` and step-specific extras (`worker`, `reason`,
-//! `due_at`, `error`, ...). The stream is capped, so it is a recent history,
-//! not an audit log: the job hash is the truth.
+//! `due_at`, `error`, ...). One stream entry may list several jobs of one
+//! step (claims and completions are recorded one entry per script call):
+//! the fields before the first `id` are shared by every job of the entry,
+//! and each `id` starts the next job's own fields (see
+//! `lua/includes/events.lua`). Reading returns one [`Event`] per job. The
+//! stream is capped by entries, so it is a recent history, not an audit
+//! log: the job hash is the truth.
 //!
 //! Following uses `XREAD BLOCK` on a connection of its own: a blocking read
 //! on the client's shared multiplexed connection would stall every other
@@ -36,6 +41,7 @@ const FOLLOW_BATCH: usize = 500;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     /// The stream entry id (`<ms>-<seq>`); pass it back to read what follows.
+    /// The jobs listed by one entry share it.
     pub stream_id: String,
     /// When the event was recorded, on the Redis server's clock (the
     /// stream id's time part).
@@ -56,8 +62,10 @@ pub struct Event {
 }
 
 impl Client {
-    /// Up to `count` events of `queue` after the stream id `after` (or from
-    /// the oldest kept when `None`), oldest first.
+    /// The events of up to `count` stream entries of `queue` after the
+    /// stream id `after` (or from the oldest kept when `None`), oldest
+    /// first. An entry may list several jobs, so there may be more events
+    /// than `count`; an entry is never split.
     pub async fn read_events(&self, queue: &str, after: Option<&str>, count: usize) -> Result<Vec<Event>> {
         let (_, keys) = self.queue_keys(queue)?;
         let start = after.map_or_else(|| "-".to_string(), |id| format!("({id}"));
@@ -70,7 +78,7 @@ impl Client {
             .arg(count.max(1))
             .query_async(&mut conn)
             .await?;
-        parse_entries(value)
+        decode_entries(value)
     }
 
     /// The latest `count` events of `queue`, oldest first.
@@ -88,8 +96,18 @@ impl Client {
             .arg(count)
             .query_async(&mut conn)
             .await?;
-        let mut events = parse_entries(value)?;
-        events.reverse();
+        // Newest entry first: put the entries in stream order, then keep
+        // the newest `count` of their events.
+        let entries = match value {
+            Value::Array(mut entries) => {
+                entries.reverse();
+                Value::Array(entries)
+            }
+            other => other,
+        };
+        let mut events = decode_entries(entries)?;
+        let older = events.len().saturating_sub(count);
+        events.drain(..older);
         Ok(events)
     }
 
@@ -171,7 +189,7 @@ impl EventFollower {
                 ))));
             }
         };
-        let events = parse_read(value)?;
+        let events = decode_read(value)?;
         if let Some(last) = events.last() {
             self.last_id = last.stream_id.clone();
         }
@@ -203,35 +221,50 @@ impl EventFollower {
     }
 }
 
-/// Decodes an `XREAD` reply (RESP2 array or RESP3 map of one stream; nil on
-/// timeout).
-fn parse_read(value: Value) -> Result<Vec<Event>> {
+/// Decodes an `XREAD` reply of one stream (RESP2 array or RESP3 map; nil
+/// on timeout) into its events, one per job listed, in stream order.
+///
+/// # Errors
+///
+/// [`Error::Protocol`] when the reply is not a stream read.
+pub fn decode_read(value: Value) -> Result<Vec<Event>> {
     match value {
         Value::Nil => Ok(Vec::new()),
         Value::Array(streams) => match streams.into_iter().next() {
-            Some(Value::Array(mut pair)) if pair.len() == 2 => parse_entries(pair.pop().expect("two items")),
+            Some(Value::Array(mut pair)) if pair.len() == 2 => decode_entries(pair.pop().expect("two items")),
             Some(other) => Err(malformed(format!("stream entry {other:?}"))),
             None => Ok(Vec::new()),
         },
         Value::Map(streams) => match streams.into_iter().next() {
-            Some((_, entries)) => parse_entries(entries),
+            Some((_, entries)) => decode_entries(entries),
             None => Ok(Vec::new()),
         },
         other => Err(malformed(format!("XREAD reply {other:?}"))),
     }
 }
 
-/// Decodes stream entries (`XRANGE`, `XREVRANGE`, one stream of `XREAD`).
-fn parse_entries(value: Value) -> Result<Vec<Event>> {
+/// Decodes stream entries (an `XRANGE` or `XREVRANGE` reply, or one stream
+/// of `XREAD`) into their events, one per job listed, in the entries' order.
+///
+/// # Errors
+///
+/// [`Error::Protocol`] when the reply is not a list of stream entries.
+pub fn decode_entries(value: Value) -> Result<Vec<Event>> {
     let entries = match value {
         Value::Array(entries) => entries,
         Value::Nil => return Ok(Vec::new()),
         other => return Err(malformed(format!("entries {other:?}"))),
     };
-    entries.into_iter().map(parse_entry).collect()
+    let mut events = Vec::with_capacity(entries.len());
+    for entry in entries {
+        events.extend(parse_entry(entry)?);
+    }
+    Ok(events)
 }
 
-fn parse_entry(entry: Value) -> Result<Event> {
+/// One entry's events: one per `id` it lists, each with the fields shared
+/// by the entry (those before the first `id`) and its own.
+fn parse_entry(entry: Value) -> Result<Vec<Event>> {
     let Value::Array(parts) = entry else {
         return Err(malformed(format!("entry {entry:?}")));
     };
@@ -240,33 +273,49 @@ fn parse_entry(entry: Value) -> Result<Event> {
         return Err(malformed("entry without id and fields".into()));
     };
     let stream_id = text(id)?;
-    let mut map = BTreeMap::new();
-    match fields {
+    let pairs: Vec<(Value, Value)> = match fields {
         Value::Array(flat) => {
             let mut flat = flat.into_iter();
-            while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
-                map.insert(text(k)?, text(v)?);
-            }
+            std::iter::from_fn(|| Some((flat.next()?, flat.next()?))).collect()
         }
-        Value::Map(pairs) => {
-            for (k, v) in pairs {
-                map.insert(text(k)?, text(v)?);
-            }
-        }
+        Value::Map(pairs) => pairs,
         other => return Err(malformed(format!("fields {other:?}"))),
+    };
+    let mut shared = BTreeMap::new();
+    let mut jobs: Vec<BTreeMap<String, String>> = Vec::new();
+    for (k, v) in pairs {
+        let (k, v) = (text(k)?, text(v)?);
+        match jobs.last_mut() {
+            _ if k == "id" => jobs.push(BTreeMap::from([(k, v)])),
+            Some(job) => {
+                job.insert(k, v);
+            }
+            None => {
+                shared.insert(k, v);
+            }
+        }
+    }
+    if jobs.is_empty() {
+        // An entry that names no job still reads as one event.
+        jobs.push(BTreeMap::new());
     }
     let ms = stream_id.split('-').next().and_then(|ms| ms.parse::<u64>().ok()).unwrap_or(0);
-    let mut take = |field: &str| map.remove(field).unwrap_or_default();
-    Ok(Event {
-        at: from_epoch_millis(ms),
-        event: take("event"),
-        job_id: take("id"),
-        name: take("name"),
-        attempt: take("attempt").parse().unwrap_or(0),
-        correlation_id: Some(take("correlation_id")).filter(|c| !c.is_empty()),
-        extra: map,
-        stream_id,
-    })
+    let events = jobs.into_iter().map(|own| {
+        let mut map = shared.clone();
+        map.extend(own);
+        let mut take = |field: &str| map.remove(field).unwrap_or_default();
+        Event {
+            at: from_epoch_millis(ms),
+            event: take("event"),
+            job_id: take("id"),
+            name: take("name"),
+            attempt: take("attempt").parse().unwrap_or(0),
+            correlation_id: Some(take("correlation_id")).filter(|c| !c.is_empty()),
+            extra: map,
+            stream_id: stream_id.clone(),
+        }
+    });
+    Ok(events.collect())
 }
 
 fn text(value: Value) -> Result<String> {
@@ -301,7 +350,7 @@ mod tests {
                     .collect(),
             ),
         ]);
-        let events = parse_entries(Value::Array(vec![entry])).expect("decode");
+        let events = decode_entries(Value::Array(vec![entry])).expect("decode");
         let e = &events[0];
         assert_eq!(
             (e.event.as_str(), e.job_id.as_str(), e.name.as_str(), e.attempt),
@@ -313,7 +362,56 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_entry_yields_one_event_per_job_with_the_shared_fields() {
+        let fields = [
+            "event",
+            "claimed",
+            "worker",
+            "w1",
+            "id",
+            "j1",
+            "name",
+            "send",
+            "attempt",
+            "1",
+            "id",
+            "j2",
+            "name",
+            "mail",
+            "attempt",
+            "3",
+            "correlation_id",
+            "c2",
+        ];
+        let entry =
+            Value::Array(vec![bulk("1700000000123-4"), Value::Array(fields.into_iter().map(bulk).collect())]);
+        let events = decode_entries(Value::Array(vec![entry])).expect("decode");
+        let seen: Vec<_> = events
+            .iter()
+            .map(|e| {
+                let worker = e.extra.get("worker").map(String::as_str);
+                (
+                    e.event.as_str(),
+                    e.job_id.as_str(),
+                    e.name.as_str(),
+                    e.attempt,
+                    e.correlation_id.as_deref(),
+                    worker,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("claimed", "j1", "send", 1, None, Some("w1")),
+                ("claimed", "j2", "mail", 3, Some("c2"), Some("w1")),
+            ]
+        );
+        assert!(events.iter().all(|e| e.stream_id == "1700000000123-4" && e.extra.len() == 1));
+    }
+
+    #[test]
     fn a_timed_out_read_is_empty() {
-        assert_eq!(parse_read(Value::Nil).expect("nil"), Vec::new());
+        assert_eq!(decode_read(Value::Nil).expect("nil"), Vec::new());
     }
 }

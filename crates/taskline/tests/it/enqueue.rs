@@ -14,7 +14,7 @@ use taskline::{
     Backoff, Counts, EnqueueOutcome, Error, Failure, Jitter, JobId, JobState, NewJob, Retention, UniqueMode,
 };
 
-use crate::support::{Harness, claim, cmd};
+use crate::support::{Harness, claim, cmd, stream_events};
 
 // ---------------------------------------------------------------------------
 // Local helpers
@@ -55,13 +55,23 @@ fn job(name: &str, n: u64) -> NewJob {
     NewJob::new(name, &json!({ "n": n })).expect("job")
 }
 
-/// Every entry of the queue's event stream, oldest first, as field maps.
+/// Every event of the queue's stream, oldest first, as field maps.
 async fn events(h: &Harness, q: &str) -> Vec<HashMap<String, String>> {
     let mut conn = h.raw().await;
-    let entries: Vec<(String, Vec<String>)> = cmd(&mut conn, &["XRANGE", &key(q, "events"), "-", "+"]).await;
-    entries
+    let events = stream_events(&mut conn, &key(q, "events")).await;
+    events
         .into_iter()
-        .map(|(_, flat)| flat.chunks(2).map(|kv| (kv[0].clone(), kv[1].clone())).collect())
+        .map(|e| {
+            let mut fields: HashMap<String, String> = e.extra.into_iter().collect();
+            fields.insert("event".into(), e.event);
+            fields.insert("id".into(), e.job_id);
+            fields.insert("name".into(), e.name);
+            fields.insert("attempt".into(), e.attempt.to_string());
+            if let Some(c) = e.correlation_id {
+                fields.insert("correlation_id".into(), c);
+            }
+            fields
+        })
         .collect()
 }
 
@@ -1159,6 +1169,44 @@ async fn enqueue_and_claim_emit_events() {
     // In order: both enqueues, then the claim.
     let kinds: Vec<&str> = all.iter().filter_map(|e| e.get("event").map(String::as_str)).collect();
     assert_eq!(kinds, vec!["enqueued", "enqueued", "claimed"]);
+    h.assert_sound(q).await;
+}
+
+#[tokio::test]
+async fn a_claim_records_all_its_jobs_in_one_stream_entry() {
+    let h = Harness::start().await;
+    let q = "ev-batch";
+    let ids = h
+        .client
+        .enqueue_bulk(q, vec![job("a", 1), job("b", 2).correlation_id("trace-2"), job("c", 3)])
+        .await
+        .expect("bulk")
+        .into_iter()
+        .map(|outcome| outcome.id().to_string())
+        .collect::<Vec<_>>();
+    let mut conn = h.raw().await;
+    let before: u64 = cmd(&mut conn, &["XLEN", &key(q, "events")]).await;
+    let got = h.client.claim(q, &claim(10, "worker-3")).await.expect("claim");
+    assert_eq!(got.jobs.len(), 3);
+    let after: u64 = cmd(&mut conn, &["XLEN", &key(q, "events")]).await;
+    assert_eq!(after - before, 1, "one entry for the whole claim");
+
+    let claimed: Vec<(String, String, Option<String>, Option<String>)> =
+        stream_events(&mut conn, &key(q, "events"))
+            .await
+            .into_iter()
+            .filter(|e| e.event == "claimed")
+            .map(|e| (e.job_id, e.name, e.correlation_id, e.extra.get("worker").cloned()))
+            .collect();
+    let worker = Some("worker-3".to_string());
+    assert_eq!(
+        claimed,
+        vec![
+            (ids[0].clone(), "a".to_string(), None, worker.clone()),
+            (ids[1].clone(), "b".to_string(), Some("trace-2".to_string()), worker.clone()),
+            (ids[2].clone(), "c".to_string(), None, worker),
+        ]
+    );
     h.assert_sound(q).await;
 }
 

@@ -13,7 +13,7 @@ use taskline::{
 };
 use taskline_testkit::RedisServer;
 
-use crate::support::{Harness, assert_sound, claim, cmd};
+use crate::support::{Harness, assert_sound, claim, cmd, stream_events};
 
 /// How long the client may take to come back after a restart or a kill.
 const RECOVERY: Duration = Duration::from_secs(5);
@@ -87,17 +87,8 @@ async fn meta_counter(conn: &mut redis::aio::MultiplexedConnection, queue: &str,
 
 /// Every event of the queue's stream as (event, id).
 async fn events(conn: &mut redis::aio::MultiplexedConnection, queue: &str) -> Vec<(String, String)> {
-    let entries: Vec<(String, Vec<String>)> =
-        cmd(conn, &["XRANGE", &format!("taskline:{{{queue}}}:events"), "-", "+"]).await;
-    entries
-        .into_iter()
-        .map(|(_, fields)| {
-            let get = |name: &str| {
-                fields.chunks(2).find(|kv| kv[0] == name).map(|kv| kv[1].clone()).unwrap_or_default()
-            };
-            (get("event"), get("id"))
-        })
-        .collect()
+    let events = stream_events(conn, &format!("taskline:{{{queue}}}:events")).await;
+    events.into_iter().map(|e| (e.event, e.job_id)).collect()
 }
 
 /// Every structure of `queue` that lists `id`.

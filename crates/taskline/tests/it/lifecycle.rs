@@ -15,7 +15,7 @@ use taskline::{
     NewJob, Reaped, Released, Replayed, Retention,
 };
 
-use crate::support::{Harness, claim, cmd};
+use crate::support::{Harness, claim, cmd, stream_events};
 
 type Conn = MultiplexedConnection;
 type Fields = BTreeMap<String, String>;
@@ -125,15 +125,8 @@ async fn events_len(conn: &mut Conn, q: &str) -> u64 {
 
 /// How many events named `event` the stream holds for `id`.
 async fn events_of(conn: &mut Conn, q: &str, event: &str, id: &JobId) -> usize {
-    let entries: Vec<(String, Vec<String>)> = cmd(conn, &["XRANGE", &key(q, "events"), "-", "+"]).await;
-    entries
-        .iter()
-        .filter(|(_, kv)| {
-            let f: BTreeMap<&str, &str> =
-                kv.chunks(2).map(|p| (p[0].as_str(), p.get(1).map_or("", |v| v.as_str()))).collect();
-            f.get("event") == Some(&event) && f.get("id") == Some(&id.as_str())
-        })
-        .count()
+    let events = stream_events(conn, &key(q, "events")).await;
+    events.iter().filter(|e| e.event == event && e.job_id == id.as_str()).count()
 }
 
 /// Everything a rejected call must leave untouched.

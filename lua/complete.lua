@@ -109,9 +109,11 @@ local seen = {}
 local wanted = 0
 for j = 0, n - 1 do
   local a = 9 + j * STRIDE
-  local e = {id = ARGV[a + 1], token = ARGV[a + 2], result = ARGV[a + 3],
-    want = tonumber(ARGV[a + 4]) or 0}
-  e.job_key = prefix .. 'job:' .. e.id
+  local id = ARGV[a + 1]
+  -- Every field named here, so the table is sized once, not grown.
+  local e = {id = id, token = ARGV[a + 2], result = ARGV[a + 3],
+    want = tonumber(ARGV[a + 4]) or 0, job_key = prefix .. 'job:' .. id, status = false,
+    f = NO_FIELDS, duplicate = false}
   if seen[e.id] then
     -- The same job twice in one batch: the first entry decides.
     e.status = 'already'
@@ -120,7 +122,7 @@ for j = 0, n - 1 do
   else
     seen[e.id] = true
     -- e.f: the fence's HMGET reply, read through F_* (includes/fence).
-    e.status, e.f = check_fence_fields(e.job_key, e.id, e.token, COMPLETED)
+    e.status, e.f = check_fence_fields(e.job_key, e.id, e.token, COMPLETED, COMPLETION_FIELDS)
   end
   if e.status == 'ok' then
     done_ids[#done_ids + 1] = e.id

@@ -15,10 +15,12 @@
                         unique_key, unique_mode, outcome, worker, group.
     It writes nothing, so a batch (complete.lua) can check every job and
     answer each one without aborting the others.
-  check_fence_fields(job_key, id, token, outcomes) -> status, f, detail
+  check_fence_fields(job_key, id, token, outcomes, count) -> status, f, detail
     The same, but `f` is the HMGET reply itself (an array; empty when the
     job has no hash), read through the F_* positions below: no table is
     built per job, which matters where a batch fences many (complete.lua).
+    Only the first `count` fields of FENCE_FIELDS are read (all when nil);
+    COMPLETION_FIELDS are the ones a completion uses.
   fence(job_key, id, token, outcomes) -> status, job
     The same for one job, raising JOB_NOT_FOUND or LEASE_LOST instead of
     returning them; nothing has been written when it raises.
@@ -26,16 +28,20 @@
   short-lived marker <prefix>done:<id> holding the completing token, so a
   resent complete is still answered 'already'.
 ]]
--- Positions in check_fence_fields' reply.
-local F_STATE, F_TOKEN, F_OUTCOME, F_ATTEMPT, F_MAX_ATTEMPTS, F_NAME = 1, 2, 3, 4, 5, 6
-local F_CORRELATION_ID, F_PRIORITY, F_UNIQUE_KEY, F_UNIQUE_MODE, F_WORKER, F_GROUP =
+-- The fields a fence reads, at the F_* positions: those a completion uses
+-- first, so that it reads no more (each field read costs, per job; up to
+-- 8 also saves growing the reply table once more). `outcome` matters only
+-- on the rare resend path, which reads it when it is not in `f`.
+local FENCE_FIELDS = {'state', 'lease_token', 'attempt', 'name', 'correlation_id', 'unique_key',
+  'unique_mode', 'group', 'outcome', 'max_attempts', 'priority', 'worker'}
+local F_STATE, F_TOKEN, F_ATTEMPT, F_NAME, F_CORRELATION_ID, F_UNIQUE_KEY = 1, 2, 3, 4, 5, 6
+local F_UNIQUE_MODE, F_GROUP, F_OUTCOME, F_MAX_ATTEMPTS, F_PRIORITY, F_WORKER =
   7, 8, 9, 10, 11, 12
+local COMPLETION_FIELDS = 8
 local NO_FIELDS = {}
 
-local function check_fence_fields(job_key, id, token, outcomes)
-  local f = redis.call('HMGET', job_key, 'state', 'lease_token', 'outcome',
-    'attempt', 'max_attempts', 'name', 'correlation_id', 'priority',
-    'unique_key', 'unique_mode', 'worker', 'group')
+local function check_fence_fields(job_key, id, token, outcomes, count)
+  local f = redis.call('HMGET', job_key, unpack(FENCE_FIELDS, 1, count or #FENCE_FIELDS))
   local state = f[F_STATE]
   if not state then
     local done_by = redis.call('GET', string.sub(job_key, 1, -#id - 5) .. 'done:' .. id)
@@ -47,7 +53,9 @@ local function check_fence_fields(job_key, id, token, outcomes)
   end
   if f[F_TOKEN] == token then
     if state == 'active' then return 'ok', f end
-    if outcomes[f[F_OUTCOME]] then return 'already', f end
+    local outcome = f[F_OUTCOME]
+    if count and count < F_OUTCOME then outcome = redis.call('HGET', job_key, 'outcome') end
+    if outcomes[outcome] then return 'already', f end
   end
   return 'lease_lost', f, 'job ' .. id .. ' is ' .. state .. ' and not leased by this token'
 end

@@ -69,8 +69,9 @@ local n = tonumber(ARGV[3])
 local FIXED = 7
 -- Shared by the jobs that set no option (most): read, never written.
 local NO_OPTIONS = {}
--- The `enqueued` event's extra field per state, shared by every job.
-local state_field = {ready = {'state', 'ready'}, delayed = {'state', 'delayed'}}
+-- One `enqueued` entry per state for the jobs of this call (includes/events).
+local enqueued_events = {ready = event_batch(events_key, cap, 'enqueued', {'state', 'ready'}),
+  delayed = event_batch(events_key, cap, 'enqueued', {'state', 'delayed'})}
 -- Options stored in the job hash as they came.
 local STORED = {'max_attempts', 'timeout_ms', 'backoff', 'unique_key', 'unique_mode',
   'correlation_id', 'group', 'group_max'}
@@ -157,13 +158,15 @@ for _ = 1, n do
       make_ready(prefix, levels_key, id, priority, group, o.group_max)
     end
     created = created + 1
-    emit(events_key, cap, 'enqueued', id, name, '0', o.correlation_id, state_field[state])
+    batch_add(enqueued_events[state], id, name, '0', o.correlation_id)
     reply[#reply + 1] = 'created'
     reply[#reply + 1] = id
   end
 end
 
 flush_pending()
+batch_emit(enqueued_events.ready)
+batch_emit(enqueued_events.delayed)
 if created > 0 then
   redis.call('HINCRBY', meta_key, 'enqueued', created)
 end

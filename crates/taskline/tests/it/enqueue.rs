@@ -1231,7 +1231,8 @@ async fn events_max_len_zero_writes_no_stream() {
 async fn event_stream_is_capped() {
     let h = Harness::start_with(|b| b.events_max_len(100)).await;
     let q = "capped";
-    h.client.enqueue_bulk(q, (0..2_000).map(|n| job("j", n)).collect()).await.expect("bulk");
+    // One entry records up to 100 jobs of a call: 1,000 entries.
+    h.client.enqueue_bulk(q, (0..100_000).map(|n| job("j", n)).collect()).await.expect("bulk");
     let mut conn = h.raw().await;
     let len: u64 = cmd(&mut conn, &["XLEN", &key(q, "events")]).await;
     // MAXLEN ~ trims whole radix-tree nodes (100 entries by default), so the

@@ -15,10 +15,11 @@
   `id` are shared by every job of the entry (`event`, and extras such as
   `worker`); each `id` starts the next job's own fields (`name`,
   `attempt`, an optional `correlation_id`, its own extras). An entry of one
-  job is the same layout with one group. The hot path (claims and
-  completions, which come in batches) appends one entry per script call
-  instead of one per job, which costs a fraction of the commands; the
-  stream bound counts entries, so it keeps more events than that.
+  job is the same layout with one group. The hot path (enqueues, claims
+  and completions, which come in batches) appends one entry per script
+  call instead of one per job, which costs a fraction of the commands.
+  The bound stays one of events, approximately: every batch entry trims,
+  an entry of n jobs to cap / n entries.
 
   event_batch(events_key, cap, event, extra) -> batch (nil when cap is 0)
   batch_add(batch, id, name, attempt, correlation_id)
@@ -96,14 +97,9 @@ end
 
 local function batch_emit(batch)
   if not batch or batch.jobs == 0 then return end
-  local trim = emitted % TRIM_EVERY == 0
-  emitted = emitted + 1
-  if trim then
-    redis.call('XADD', batch.key, 'MAXLEN', '~', int_text(batch.cap), '*',
-      unpack(batch.fields))
-  else
-    redis.call('XADD', batch.key, '*', unpack(batch.fields))
-  end
+  -- A batch is a few entries per call, so each can afford to trim.
+  local entries = math.max(1, math.floor(batch.cap / batch.jobs))
+  redis.call('XADD', batch.key, 'MAXLEN', '~', int_text(entries), '*', unpack(batch.fields))
   -- Keep the shared fields for the jobs that follow.
   for i = #batch.fields, batch.shared + 1, -1 do batch.fields[i] = nil end
   batch.jobs = 0

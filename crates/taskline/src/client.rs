@@ -60,9 +60,10 @@ pub struct ClientOptions {
     pub retention: Retention,
     /// Per-queue overrides of `default_max_attempts` and `retention`.
     pub queues: HashMap<String, QueuePolicy>,
-    /// Bound of each queue's event stream in entries (default 10,000; 0
-    /// disables events). One entry may record a batch of claims or
-    /// completions, so the stream keeps more events than entries.
+    /// Bound of the number of events in each queue's stream, kept
+    /// approximately (default 10,000; 0 disables events). One stream entry
+    /// may record a batch of jobs; an entry of n jobs trims the stream to
+    /// `events_max_len / n` entries.
     pub events_max_len: u64,
     /// Most due delayed jobs one claim promotes (default 200).
     pub promote_batch: u32,

@@ -1231,13 +1231,20 @@ async fn events_max_len_zero_writes_no_stream() {
 async fn event_stream_is_capped() {
     let h = Harness::start_with(|b| b.events_max_len(100)).await;
     let q = "capped";
-    // One entry records up to 100 jobs of a call: 1,000 entries.
-    h.client.enqueue_bulk(q, (0..100_000).map(|n| job("j", n)).collect()).await.expect("bulk");
+    // One at a time: one event per entry.
+    for n in 0..500 {
+        h.client.enqueue(q, job("j", n)).await.expect("enqueue");
+    }
     let mut conn = h.raw().await;
     let len: u64 = cmd(&mut conn, &["XLEN", &key(q, "events")]).await;
     // MAXLEN ~ trims whole radix-tree nodes (100 entries by default), so the
     // stream may exceed the cap by up to one node, never by much more.
     assert!((100..=300).contains(&len), "stream length {len} is not bounded near 100");
+    // In bulk: entries of up to 100 jobs each, and the bound still counts
+    // events (an entry of n jobs trims the stream to 100 / n entries).
+    h.client.enqueue_bulk(q, (0..20_000).map(|n| job("j", n)).collect()).await.expect("bulk");
+    let events = stream_events(&mut conn, &key(q, "events")).await.len();
+    assert!((100..=400).contains(&events), "{events} events are not bounded near 100");
     h.assert_sound(q).await;
 }
 

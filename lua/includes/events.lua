@@ -2,12 +2,9 @@
   include events: append a lifecycle event to the queue's capped stream.
 
   emit(events_key, cap, event, id, name, attempt, correlation_id, extra)
-    cap      stream length bound (approximate trim, MAXLEN ~); 0 disables
-             events entirely, so a queue that nobody watches pays nothing.
-             Only every TRIM_EVERY-th event of a script call (the first
-             included) trims the stream; the others only append, so the
-             stream may hold fewer than TRIM_EVERY events beyond the bound
-             (plus the node the approximate trim keeps).
+    cap      bound of the events the stream holds, kept approximately (see
+             below); 0 disables events entirely, so a queue that nobody
+             watches pays nothing.
     extra    optional flat list of further field/value pairs.
   Events are best-effort transport; the job hash is the truth.
 
@@ -18,8 +15,17 @@
   job is the same layout with one group. The hot path (enqueues, claims
   and completions, which come in batches) appends one entry per script
   call instead of one per job, which costs a fraction of the commands.
-  The bound stays one of events, approximately: every batch entry trims,
-  an entry of n jobs to cap / n entries.
+
+  Trimming: the stream holds entries of different sizes, so the bound in
+  events becomes a bound in entries through the queue's average entry
+  size: the meta hash counts `event_entries` and `event_jobs` (both halved
+  once the entries pass 2 * AVERAGE_WINDOW, so the average follows the
+  recent mix), and a trim keeps cap * entries / jobs entries (MAXLEN ~,
+  whole radix-tree nodes). The first entry of a script call, every
+  TRIM_EVERY-th after it and every full batch (EVENT_BATCH_MAX jobs, as a
+  bulk enqueue writes) trim and add the call's entries so far to the
+  counts; the others only append, so the stream may run a few entries
+  over, and a call's entries after its last trim are not counted.
 
   event_batch(events_key, cap, event, extra) -> batch (nil when cap is 0)
   batch_add(batch, id, name, attempt, correlation_id)
@@ -39,14 +45,41 @@ end
 
 -- Trimming on every XADD costs more than the append itself.
 local TRIM_EVERY = 64
+-- Most jobs listed in one batch entry.
+local EVENT_BATCH_MAX = 100
+-- The average entry size follows about this many recent entries.
+local AVERAGE_WINDOW = 256
+-- Entries appended by this script call; those (and their jobs) not yet
+-- added to the queue's counts.
 local emitted = 0
+local unnoted_entries, unnoted_jobs = 0, 0
+
+-- Notes one entry of `jobs` jobs about to be appended. Returns the MAXLEN
+-- to append it with (as text) when it is an entry that trims, else nil.
+local function note_entry(events_key, cap, jobs)
+  local trim = emitted % TRIM_EVERY == 0 or jobs >= EVENT_BATCH_MAX
+  emitted = emitted + 1
+  unnoted_entries = unnoted_entries + 1
+  unnoted_jobs = unnoted_jobs + jobs
+  if not trim then return nil end
+  -- '<prefix>events' -> '<prefix>meta'
+  local meta_key = string.sub(events_key, 1, -7) .. 'meta'
+  local total_jobs = redis.call('HINCRBY', meta_key, 'event_jobs', unnoted_jobs)
+  local total_entries = redis.call('HINCRBY', meta_key, 'event_entries', unnoted_entries)
+  unnoted_entries, unnoted_jobs = 0, 0
+  if total_entries > 2 * AVERAGE_WINDOW then
+    redis.call('HSET', meta_key, 'event_jobs', int_text(math.floor(total_jobs / 2)),
+      'event_entries', int_text(math.floor(total_entries / 2)))
+  end
+  return int_text(math.max(1, math.floor(cap * total_entries / math.max(total_jobs, 1))))
+end
+
 local function emit(events_key, cap, event, id, name, attempt, correlation_id, extra)
   if cap <= 0 then return end
   if type(attempt) ~= 'string' then attempt = int_text(attempt or 0) end
   name = name or ''
-  local trim = emitted % TRIM_EVERY == 0
-  emitted = emitted + 1
-  if not trim and (not correlation_id or correlation_id == '') and (not extra or #extra == 2) then
+  local keep = note_entry(events_key, cap, 1)
+  if not keep and (not correlation_id or correlation_id == '') and (not extra or #extra == 2) then
     -- The hot path (most events of a busy queue): one direct call, no
     -- argument table to build and unpack.
     if extra then
@@ -59,8 +92,8 @@ local function emit(events_key, cap, event, id, name, attempt, correlation_id, e
     return
   end
   local args
-  if trim then
-    args = {'XADD', events_key, 'MAXLEN', '~', int_text(cap), '*'}
+  if keep then
+    args = {'XADD', events_key, 'MAXLEN', '~', keep, '*'}
   else
     args = {'XADD', events_key, '*'}
   end
@@ -83,9 +116,6 @@ local function emit(events_key, cap, event, id, name, attempt, correlation_id, e
   redis.call(unpack(args))
 end
 
--- Most jobs listed in one batch entry.
-local EVENT_BATCH_MAX = 100
-
 local function event_batch(events_key, cap, event, extra)
   if cap <= 0 then return nil end
   local fields = {'event', event}
@@ -97,9 +127,12 @@ end
 
 local function batch_emit(batch)
   if not batch or batch.jobs == 0 then return end
-  -- A batch is a few entries per call, so each can afford to trim.
-  local entries = math.max(1, math.floor(batch.cap / batch.jobs))
-  redis.call('XADD', batch.key, 'MAXLEN', '~', int_text(entries), '*', unpack(batch.fields))
+  local keep = note_entry(batch.key, batch.cap, batch.jobs)
+  if keep then
+    redis.call('XADD', batch.key, 'MAXLEN', '~', keep, '*', unpack(batch.fields))
+  else
+    redis.call('XADD', batch.key, '*', unpack(batch.fields))
+  end
   -- Keep the shared fields for the jobs that follow.
   for i = #batch.fields, batch.shared + 1, -1 do batch.fields[i] = nil end
   batch.jobs = 0
@@ -114,7 +147,7 @@ local function batch_add(batch, id, name, attempt, correlation_id)
   fields[n + 3] = 'name'
   fields[n + 4] = name or ''
   fields[n + 5] = 'attempt'
-  fields[n + 6] = attempt
+  fields[n + 6] = attempt or '0'
   if correlation_id and correlation_id ~= '' then
     fields[n + 7] = 'correlation_id'
     fields[n + 8] = correlation_id

@@ -105,7 +105,12 @@ mod tests {
             // One CPU: nothing to split, nothing done.
             Ok(None) => {}
             Ok(Some(p)) => panic!("pinning succeeded without the clients' threads: {p:?}"),
-            Err(e) => assert!(format!("{e:#}").contains("pin the benchmark's threads"), "{e:#}"),
+            // The clients' half fails here, or, where affinity changes are
+            // refused, already Redis's.
+            Err(e) => {
+                let e = format!("{e:#}");
+                assert!(e.contains("pin the benchmark's threads") || e.contains("pin redis-server"), "{e}");
+            }
         }
         assert!(same(&cpus_of(pid), &allowed), "Redis's stand-in was left pinned");
     }

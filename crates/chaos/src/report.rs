@@ -53,7 +53,7 @@ pub struct Report {
     pub lost: u64,
     /// Violations found by `Client::check_queue` at the end. Must be 0.
     pub invariant_violations: u64,
-    /// Event stream entries read.
+    /// Events read from the stream (one per job an entry lists).
     pub events_read: u64,
     /// False if the stream was trimmed before it was read.
     pub events_whole: bool,

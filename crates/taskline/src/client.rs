@@ -62,8 +62,8 @@ pub struct ClientOptions {
     pub queues: HashMap<String, QueuePolicy>,
     /// Bound of the number of events in each queue's stream, kept
     /// approximately (default 10,000; 0 disables events). One stream entry
-    /// may record a batch of jobs; an entry of n jobs trims the stream to
-    /// `events_max_len / n` entries.
+    /// may list several jobs; the stream is trimmed to this bound divided
+    /// by the queue's recent average jobs per entry.
     pub events_max_len: u64,
     /// Most due delayed jobs one claim promotes (default 200).
     pub promote_batch: u32,

@@ -23,7 +23,7 @@ pub async fn events(ctx: &Ctx, args: EventsArgs) -> Result<(), CliError> {
     }
     if !args.follow {
         if latest.is_empty() && !ctx.json {
-            print(&format!("no events in queue {} (the stream keeps the latest 10,000)", args.queue))?;
+            print(&format!("no events in queue {} (the stream keeps only recent events)", args.queue))?;
         }
         return Ok(());
     }

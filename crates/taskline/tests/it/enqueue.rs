@@ -1241,10 +1241,26 @@ async fn event_stream_is_capped() {
     // stream may exceed the cap by up to one node, never by much more.
     assert!((100..=300).contains(&len), "stream length {len} is not bounded near 100");
     // In bulk: entries of up to 100 jobs each, and the bound still counts
-    // events (an entry of n jobs trims the stream to 100 / n entries).
+    // events.
     h.client.enqueue_bulk(q, (0..20_000).map(|n| job("j", n)).collect()).await.expect("bulk");
     let events = stream_events(&mut conn, &key(q, "events")).await.len();
     assert!((100..=400).contains(&events), "{events} events are not bounded near 100");
+    h.assert_sound(q).await;
+}
+
+#[tokio::test]
+async fn a_large_entry_does_not_trim_away_a_stream_of_small_ones() {
+    let h = Harness::start_with(|b| b.events_max_len(1_000)).await;
+    let q = "mixed";
+    for n in 0..1_500 {
+        h.client.enqueue(q, job("j", n)).await.expect("enqueue");
+    }
+    // One entry of 100 jobs: trimming to 1,000 / 100 entries would leave
+    // about one radix-tree node of single-job entries.
+    h.client.enqueue_bulk(q, (0..100).map(|n| job("j", n)).collect()).await.expect("bulk");
+    let mut conn = h.raw().await;
+    let events = stream_events(&mut conn, &key(q, "events")).await.len();
+    assert!((500..=1_500).contains(&events), "{events} events are not kept near 1,000");
     h.assert_sound(q).await;
 }
 

@@ -55,6 +55,14 @@ pub fn claim(count: u32, worker: &str) -> ClaimOptions {
 }
 
 /// Runs a raw command and returns its reply.
+pub async fn cmd<T: redis::FromRedisValue>(conn: &mut redis::aio::MultiplexedConnection, args: &[&str]) -> T {
+    let mut c = redis::cmd(args[0]);
+    for a in &args[1..] {
+        c.arg(*a);
+    }
+    c.query_async(conn).await.unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
 /// Every event of the stream `events_key`, oldest first: one per job that
 /// an entry lists (the reader the client uses).
 pub async fn stream_events(
@@ -63,12 +71,4 @@ pub async fn stream_events(
 ) -> Vec<taskline::Event> {
     let entries: redis::Value = cmd(conn, &["XRANGE", events_key, "-", "+"]).await;
     taskline::operator::events::decode_entries(entries).expect("decode the event stream")
-}
-
-pub async fn cmd<T: redis::FromRedisValue>(conn: &mut redis::aio::MultiplexedConnection, args: &[&str]) -> T {
-    let mut c = redis::cmd(args[0]);
-    for a in &args[1..] {
-        c.arg(*a);
-    }
-    c.query_async(conn).await.unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }

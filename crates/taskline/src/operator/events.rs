@@ -41,7 +41,8 @@ const FOLLOW_BATCH: usize = 500;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     /// The stream entry id (`<ms>-<seq>`); pass it back to read what follows.
-    /// The jobs listed by one entry share it.
+    /// The jobs listed by one entry share it, so reading after it skips all
+    /// of them: pass back the id of the last event of an entry you have.
     pub stream_id: String,
     /// When the event was recorded, on the Redis server's clock (the
     /// stream id's time part).

@@ -6,12 +6,12 @@
 //! `released`, ...) with the fields `event`, `id`, `name`, `attempt`, an
 //! optional `correlation_id` and step-specific extras (`worker`, `reason`,
 //! `due_at`, `error`, ...). One stream entry may list several jobs of one
-//! step (claims and completions are recorded one entry per script call):
-//! the fields before the first `id` are shared by every job of the entry,
-//! and each `id` starts the next job's own fields (see
+//! step (enqueues, claims and completions are recorded one entry per script
+//! call): the fields before the first `id` are shared by every job of the
+//! entry, and each `id` starts the next job's own fields (see
 //! `lua/includes/events.lua`). Reading returns one [`Event`] per job. The
-//! stream is capped by entries, so it is a recent history, not an audit
-//! log: the job hash is the truth.
+//! stream is capped near `events_max_len` events, so it is a recent
+//! history, not an audit log: the job hash is the truth.
 //!
 //! Following uses `XREAD BLOCK` on a connection of its own: a blocking read
 //! on the client's shared multiplexed connection would stall every other
@@ -286,14 +286,12 @@ fn parse_entry(entry: Value) -> Result<Vec<Event>> {
     let mut jobs: Vec<BTreeMap<String, String>> = Vec::new();
     for (k, v) in pairs {
         let (k, v) = (text(k)?, text(v)?);
-        match jobs.last_mut() {
-            _ if k == "id" => jobs.push(BTreeMap::from([(k, v)])),
-            Some(job) => {
-                job.insert(k, v);
-            }
-            None => {
-                shared.insert(k, v);
-            }
+        if k == "id" {
+            jobs.push(BTreeMap::from([(k, v)]));
+        } else if let Some(job) = jobs.last_mut() {
+            job.insert(k, v);
+        } else {
+            shared.insert(k, v);
         }
     }
     if jobs.is_empty() {
@@ -409,6 +407,20 @@ mod tests {
             ]
         );
         assert!(events.iter().all(|e| e.stream_id == "1700000000123-4" && e.extra.len() == 1));
+    }
+
+    #[test]
+    fn replies_that_are_not_stream_entries_are_protocol_errors() {
+        for bad in [
+            Value::Int(3),
+            Value::Array(vec![Value::Int(3)]),
+            Value::Array(vec![Value::Array(vec![bulk("1-0"), Value::Int(7)])]),
+        ] {
+            let err = decode_entries(bad.clone()).expect_err("not entries");
+            assert!(matches!(err, Error::Protocol { script: "events stream", .. }), "{bad:?}: {err:?}");
+        }
+        let err = decode_read(Value::Int(3)).expect_err("not a stream read");
+        assert!(matches!(err, Error::Protocol { .. }), "{err:?}");
     }
 
     #[test]

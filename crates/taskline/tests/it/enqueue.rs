@@ -1227,14 +1227,18 @@ async fn events_max_len_zero_writes_no_stream() {
     h.assert_sound(q).await;
 }
 
+/// `n` plain jobs, each waiting for the previous one: one event per entry.
+async fn enqueue_one_at_a_time(h: &Harness, q: &str, n: u64) {
+    for i in 0..n {
+        h.client.enqueue(q, job("j", i)).await.expect("enqueue");
+    }
+}
+
 #[tokio::test]
 async fn event_stream_is_capped() {
     let h = Harness::start_with(|b| b.events_max_len(100)).await;
     let q = "capped";
-    // One at a time: one event per entry.
-    for n in 0..500 {
-        h.client.enqueue(q, job("j", n)).await.expect("enqueue");
-    }
+    enqueue_one_at_a_time(&h, q, 500).await;
     let mut conn = h.raw().await;
     let len: u64 = cmd(&mut conn, &["XLEN", &key(q, "events")]).await;
     // MAXLEN ~ trims whole radix-tree nodes (100 entries by default), so the
@@ -1252,9 +1256,7 @@ async fn event_stream_is_capped() {
 async fn a_large_entry_does_not_trim_away_a_stream_of_small_ones() {
     let h = Harness::start_with(|b| b.events_max_len(1_000)).await;
     let q = "mixed";
-    for n in 0..1_500 {
-        h.client.enqueue(q, job("j", n)).await.expect("enqueue");
-    }
+    enqueue_one_at_a_time(&h, q, 1_500).await;
     // One entry of 100 jobs: trimming to 1,000 / 100 entries would leave
     // about one radix-tree node of single-job entries.
     h.client.enqueue_bulk(q, (0..100).map(|n| job("j", n)).collect()).await.expect("bulk");

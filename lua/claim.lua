@@ -30,6 +30,7 @@
 -- @include "fields"
 -- @include "events"
 -- @include "ready"
+-- @include "active"
 -- @include "flow"
 -- @include "groups"
 -- @include "claim_jobs"

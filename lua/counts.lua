@@ -15,6 +15,7 @@
   Errors: none.
 ]]
 -- @include "ready"
+-- @include "active"
 -- @include "groups"
 local meta_key, levels_key = KEYS[1], KEYS[2]
 local prefix = ARGV[1]
@@ -23,7 +24,7 @@ if redis.call('HGET', meta_key, 'paused') == '1' then paused = 1 end
 return {
   ready_count(prefix, levels_key) + group_waiting_count(prefix),
   redis.call('ZCARD', KEYS[3]),
-  redis.call('ZCARD', KEYS[4]),
+  active_count(KEYS[4]),
   redis.call('ZCARD', KEYS[5]),
   redis.call('ZCARD', KEYS[6]),
   paused,

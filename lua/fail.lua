@@ -40,6 +40,7 @@
 -- @include "fields"
 -- @include "events"
 -- @include "ready"
+-- @include "active"
 -- @include "flow"
 -- @include "groups"
 -- @include "fence"

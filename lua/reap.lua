@@ -41,6 +41,7 @@
 -- @include "fields"
 -- @include "events"
 -- @include "ready"
+-- @include "active"
 -- @include "flow"
 -- @include "groups"
 -- @include "finish"

@@ -36,6 +36,7 @@
 -- @include "fields"
 -- @include "events"
 -- @include "ready"
+-- @include "active"
 -- @include "flow"
 -- @include "groups"
 -- @include "fence"

@@ -62,6 +62,7 @@
 -- @include "clock"
 -- @include "events"
 -- @include "ready"
+-- @include "active"
 -- @include "groups"
 local meta_key, levels_key, delayed_key, active_key, completed_key, dead_key, events_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
@@ -213,7 +214,7 @@ local function count_holders(group)
     end
   end
   for _, list_key in ipairs(ready_lists()) do tally(redis.call('LRANGE', list_key, 0, -1), 'ready') end
-  tally(redis.call('ZRANGE', active_key, 0, -1), 'active')
+  tally(redis.call('ZRANGEBYSCORE', active_key, '-inf', '(inf'), 'active')
   return holders
 end
 

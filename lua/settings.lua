@@ -27,6 +27,7 @@
   is written).
 ]]
 -- @include "ready"
+-- @include "active"
 -- @include "flow"
 local meta_key = KEYS[1]
 local prefix, source = ARGV[1], ARGV[2]

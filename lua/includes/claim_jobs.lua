@@ -125,7 +125,7 @@ local function claim_jobs(prefix, k, now, count, lease_ms, token_prefix, worker,
     end
     if n >= count or #ids == 0 then break end
   end
-  zadd_all(k.active, deadline_text, leased)
+  lease_all(k.active, deadline_text, leased)
   batch_emit(claimed_event)
   local wait_until = note_starts(prefix, flow, now, tokens)
   if limit == 'hold' then

@@ -65,7 +65,7 @@ local function admit(prefix, k, flow, now, count)
   if flow.hold_until > now then return 0, 'hold' end
   local allowed, limit = count, ''
   if flow.concurrency > 0 then
-    local free = flow.concurrency - redis.call('ZCARD', k.active)
+    local free = flow.concurrency - active_count(k.active)
     if free < allowed then
       allowed, limit = math.max(free, 0), 'concurrency'
     end

@@ -38,7 +38,7 @@
   zadd_all(key, score, members)
     Adds every member of `members` to the sorted set `key` with one score,
     in one ZADD (a no-op for none). Used for the other sorted sets too:
-    `active` (one deadline per claim), `completed`, the rate log.
+    `completed` and the rate log (`active` has its own: includes/active).
 ]]
 local WAKE_TOKENS = 4
 

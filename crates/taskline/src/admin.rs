@@ -115,11 +115,16 @@ impl Client {
             JobState::Dead => Some(keys.dead()),
         };
         let ids: Vec<String> = match zset {
+            // Finite scores only: `active` also holds its skiplist anchor at
+            // +inf (lua/includes/active.lua), which is not a job.
             Some(key) => {
-                redis::cmd("ZRANGE")
+                redis::cmd("ZRANGEBYSCORE")
                     .arg(key)
+                    .arg("-inf")
+                    .arg("(+inf")
+                    .arg("LIMIT")
                     .arg(offset)
-                    .arg(offset + limit - 1)
+                    .arg(limit)
                     .query_async(&mut conn)
                     .await?
             }

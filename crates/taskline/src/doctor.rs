@@ -169,8 +169,10 @@ impl Client {
             }
         }
         for (place, key) in zset_places(&keys) {
+            // Finite scores only: `active` also holds its skiplist anchor at
+            // +inf (lua/includes/active.lua), which is not a job.
             let ids: Vec<String> =
-                redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).query_async(&mut conn).await?;
+                redis::cmd("ZRANGEBYSCORE").arg(&key).arg("-inf").arg("(+inf").query_async(&mut conn).await?;
             for id in ids {
                 places.entry(id).or_default().push(place.to_string());
             }

@@ -16,6 +16,7 @@ const INCLUDES: &[(&str, &str)] = &[
     ("fields", include_str!("../../../lua/includes/fields.lua")),
     ("events", include_str!("../../../lua/includes/events.lua")),
     ("ready", include_str!("../../../lua/includes/ready.lua")),
+    ("active", include_str!("../../../lua/includes/active.lua")),
     ("fence", include_str!("../../../lua/includes/fence.lua")),
     ("finish", include_str!("../../../lua/includes/finish.lua")),
     ("flow", include_str!("../../../lua/includes/flow.lua")),

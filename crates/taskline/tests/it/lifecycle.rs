@@ -60,9 +60,11 @@ async fn score(conn: &mut Conn, q: &str, set: &str, id: &JobId) -> Option<u64> {
     s.map(|s| s as u64)
 }
 
-/// Members of the zset `set`, lowest score first.
+/// Job ids in the zset `set`, lowest score first: finite scores only, as
+/// every reader reads them (`active` also holds its skiplist anchor at
+/// +inf, lua/includes/active.lua).
 async fn members(conn: &mut Conn, q: &str, set: &str) -> Vec<String> {
-    cmd(conn, &["ZRANGE", &key(q, set), "0", "-1"]).await
+    cmd(conn, &["ZRANGEBYSCORE", &key(q, set), "-inf", "(+inf"]).await
 }
 
 /// Ids of the ready list of `level`, in the order claims take them (the
@@ -442,6 +444,40 @@ async fn resent_complete_and_claim_does_not_lease_a_second_batch() {
     let first_batch: BTreeSet<String> = ids[1..3].iter().map(|i| i.to_string()).collect();
     assert_eq!(active, first_batch, "the resend leased more jobs: {:?}", ids_of(&second.jobs));
     assert_eq!(ids_of(&second.jobs), ids_of(&first.jobs), "the resend answers with the first batch");
+}
+
+/// `active` holds an anchor member at +inf that keeps the zset in Redis's
+/// skiplist encoding (lua/includes/active.lua). It outlives the last lease,
+/// and nothing takes it for a job: not the counts, the listing, the global
+/// concurrency limit, the doctor or the reaper.
+#[tokio::test]
+async fn active_keeps_its_skiplist_anchor_and_nothing_takes_it_for_a_job() {
+    let h = Harness::start().await;
+    let q = "active-anchor";
+    let mut conn = h.raw().await;
+    enqueue_n(&h, q, 3).await;
+    h.client.set_global_concurrency(q, Some(1)).await.expect("set");
+    let a = claim_one(&h, q, "w1").await;
+    let encoding: String = cmd(&mut conn, &["OBJECT", "ENCODING", &key(q, "active")]).await;
+    assert_eq!(encoding, "skiplist", "one lease is enough for the skiplist encoding");
+    assert_eq!(h.client.counts(q).await.expect("counts").active, 1);
+    let listed = h.client.list_jobs(q, JobState::Active, 0, 10).await.expect("list");
+    assert_eq!(listed, vec![a.lease.job_id.clone()]);
+    assert_eq!(h.client.complete(&a.lease, None).await.expect("complete"), Completion::Completed);
+
+    // No job leased: the key stays, holding the anchor alone.
+    let members: u64 = cmd(&mut conn, &["ZCARD", &key(q, "active")]).await;
+    assert_eq!(members, 1, "the anchor outlives the last lease");
+    assert_eq!(h.client.counts(q).await.expect("counts").active, 0);
+    assert!(h.client.list_jobs(q, JobState::Active, 0, 10).await.expect("list").is_empty());
+    h.assert_sound(q).await;
+    let reaped = h.client.reap(q, 10, Duration::ZERO).await.expect("reap");
+    assert!(reaped.ids.is_empty(), "the anchor is no expired lease: {reaped:?}");
+    // Global concurrency 1 with nothing leased: the anchor takes no slot.
+    let b = claim_jobs(&h, q, &claim(5, "w2")).await;
+    assert_eq!(b.len(), 1, "the one slot is free");
+    let encoding: String = cmd(&mut conn, &["OBJECT", "ENCODING", &key(q, "active")]).await;
+    assert_eq!(encoding, "skiplist");
 }
 
 // ---------------------------------------------------------------------------

@@ -37,5 +37,7 @@
 local k = {meta = KEYS[1], delayed = KEYS[2], active = KEYS[3], levels = KEYS[4], events = KEYS[5]}
 local prefix = ARGV[1]
 local cap = tonumber(ARGV[2])
-return claim_jobs(prefix, k, now_ms(), tonumber(ARGV[3]), tonumber(ARGV[4]),
+-- The reply alone (claim_jobs also returns the ids and tokens it leased).
+local reply = claim_jobs(prefix, k, now_ms(), tonumber(ARGV[3]), tonumber(ARGV[4]),
   ARGV[5], ARGV[6], tonumber(ARGV[7]), cap, true)
+return reply

@@ -52,7 +52,7 @@
 
   Reply: {paused, next_due_ms, now_ms, f, limit, f records, b, b records,
   then n pairs: status, k}:
-    paused .. limit, and the f records of 15 values: the claim part's reply
+    paused .. limit, and the f records: the claim part's reply
             (includes/claim_jobs; {0, -1, now, 0, ''} when nothing was
             wanted): the successors leased now
     b records  successors handed back to resends (see below)
@@ -89,7 +89,6 @@ local lease_ms, token_prefix, worker = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local promote_limit = tonumber(ARGV[8])
 local n = tonumber(ARGV[9])
 local STRIDE = 4
-local CLAIM_RECORD = 15
 -- Completions between two trims, and the most jobs removed by one call.
 local TRIM_SLACK = 50
 local TRIM_BATCH = 500
@@ -143,9 +142,9 @@ end
 
 -- Lease the successors before writing the completions, so that each is
 -- one HSET that also remembers what this call handed out (for a resend).
-local claimed = {0, -1, now, 0, ''}
+local claimed, leased, tokens = {0, -1, now, 0, ''}, {}, {}
 if wanted > 0 then
-  claimed = claim_jobs(prefix, k, now, wanted, lease_ms, token_prefix, worker,
+  claimed, leased, tokens = claim_jobs(prefix, k, now, wanted, lease_ms, token_prefix, worker,
     promote_limit, cap, false)
 end
 local handed_out = 0
@@ -192,11 +191,10 @@ for _, e in ipairs(entries) do
       len = len + 2
     end
     if give > 0 and keep_last ~= 0 then
-      local base = 5 + handed_out * CLAIM_RECORD
-      local handed = claimed[base + 2] .. ' ' .. claimed[base + 1]
-      for _ = 2, give do
-        base = base + CLAIM_RECORD
-        handed = handed .. ' ' .. claimed[base + 2] .. ' ' .. claimed[base + 1]
+      local first = handed_out + 1
+      local handed = tokens[first] .. ' ' .. leased[first]
+      for i = first + 1, handed_out + give do
+        handed = handed .. ' ' .. tokens[i] .. ' ' .. leased[i]
       end
       hset_args[len + 1] = 'next_claim'
       hset_args[len + 2] = handed

@@ -4,7 +4,8 @@
   worker needs about one round trip per job.
 
   claim_jobs(prefix, k, now, count, lease_ms, token_prefix, worker,
-             promote_limit, cap, cascade) -> reply table
+             promote_limit, cap, cascade) -> reply table, leased, tokens
+    leased, tokens   the ids leased, in reply order, and their lease tokens
   read_record_fields(job_key) / append_record(reply, f, id, token,
     attempt, deadline) read and append one leased job's record; complete.lua
     uses them to answer a resent complete-and-claim with the jobs the first
@@ -20,11 +21,13 @@
                    adds a wake token (see below)
   Reply: {paused (0|1), next_due_ms (-1 when no delayed job), now_ms (the
           server clock, so a worker can sleep until next_due without
-          trusting its own clock), n, limit, then n records of 15 values
-          each}:
+          trusting its own clock), n, limit, then n records}:
           id, lease_token, attempt, lease_deadline_ms, name, payload,
-          version, max_attempts, timeout_ms, backoff, correlation_id,
-          checkpoint, created_at, priority, releases
+          version, created_at, priority, k, then k pairs of an optional
+          field's name and value: those of max_attempts, timeout_ms,
+          backoff, correlation_id, checkpoint and releases that the job
+          has (most jobs have none: each value in a reply costs Redis
+          about as much as reading a field, so absent ones are not sent)
   A claim that filled `count` and left ready jobs behind adds a wake token
   (see includes/ready), so idle workers cascade awake under a burst.
   A paused queue leases nothing (promotion still runs, so delayed jobs
@@ -71,22 +74,42 @@ local function read_record_fields(job_key)
     'created_at', 'priority', 'releases', 'state', 'attempt')
 end
 
--- Appends one leased job's record (the 15 values above) to `reply`, from
--- fields read by read_record_fields.
+-- The optional fields of a record, by their place in read_record_fields.
+local OPTIONAL_FIELDS = {{4, 'max_attempts'}, {5, 'timeout_ms'}, {6, 'backoff'},
+  {7, 'correlation_id'}, {8, 'checkpoint'}, {11, 'releases'}}
+
+-- Appends one leased job's record (see the header) to `reply`, from fields
+-- read by read_record_fields.
 local function append_record(reply, f, id, token, attempt, deadline)
   local base = #reply
   reply[base + 1] = id
   reply[base + 2] = token
   reply[base + 3] = attempt
   reply[base + 4] = deadline
-  for i = 1, 11 do reply[base + 4 + i] = f[i] or '' end
+  reply[base + 5] = f[1] or ''
+  reply[base + 6] = f[2] or ''
+  reply[base + 7] = f[3] or ''
+  reply[base + 8] = f[9] or ''
+  reply[base + 9] = f[10] or ''
+  local k = 0
+  if f[4] or f[5] or f[6] or f[7] or f[8] or f[11] then
+    for _, field in ipairs(OPTIONAL_FIELDS) do
+      local value = f[field[1]]
+      if value then
+        reply[base + 11 + 2 * k] = field[2]
+        reply[base + 12 + 2 * k] = value
+        k = k + 1
+      end
+    end
+  end
+  reply[base + 10] = k
 end
 
 local function claim_jobs(prefix, k, now, count, lease_ms, token_prefix, worker, promote_limit, cap, cascade)
   local next_due = promote_due(prefix, k, now, promote_limit, cap) or next_due_ms(k.delayed)
   local flow = read_flow(k.meta)
   if flow.paused then
-    return {1, next_due, now, 0, 'paused'}
+    return {1, next_due, now, 0, 'paused'}, {}, {}
   end
   local reply = {0, 0, now, 0, ''}
   local wanted = count
@@ -145,5 +168,5 @@ local function claim_jobs(prefix, k, now, count, lease_ms, token_prefix, worker,
   reply[2] = next_due
   reply[4] = n
   reply[5] = limit
-  return reply
+  return reply, leased, tokens
 end

@@ -631,7 +631,8 @@ fn read_limit(reply: &mut Reply) -> Result<Option<FlowLimit>> {
     })
 }
 
-/// Reads `n` leased-job records of 15 values each (see `claim_jobs.lua`).
+/// Reads `n` leased-job records (see `claim_jobs.lua`): nine values, then
+/// the count of optional fields the job has and their name, value pairs.
 /// A stored `max_attempts` of 0 means the queue's default.
 fn read_claimed_jobs(
     reply: &mut Reply,
@@ -648,24 +649,14 @@ fn read_claimed_jobs(
         let name = reply.string("name")?;
         let payload = reply.string("payload")?;
         let version = reply.count("version")?;
-        let max_attempts = match reply.count("max_attempts")? {
+        let created_at = from_epoch_millis(reply.int("created_at")?.max(0) as u64);
+        let priority = reply.count("priority")?.min(u8::MAX as u32) as u8;
+        let options = read_optional_fields(reply, &id)?;
+        let max_attempts = match options.max_attempts {
             0 => default_max_attempts,
             n => n,
         };
-        let timeout_ms = reply.int("timeout_ms")?;
-        let backoff = match reply.opt_string("backoff")? {
-            Some(text) => Some(serde_json::from_str(&text).map_err(|e| Error::CorruptJob {
-                id: id.to_string(),
-                field: "backoff",
-                detail: e.to_string(),
-            })?),
-            None => None,
-        };
-        let correlation_id = reply.opt_string("correlation_id")?;
-        let checkpoint = reply.opt_string("checkpoint")?;
-        let created_at = from_epoch_millis(reply.int("created_at")?.max(0) as u64);
-        let priority = reply.count("priority")?.min(u8::MAX as u32) as u8;
-        let releases = reply.count("releases")?;
+        let OptionalFields { timeout_ms, backoff, correlation_id, checkpoint, releases, .. } = options;
         jobs.push(ClaimedJob {
             lease: Lease { queue: queue.to_string(), job_id: id, token },
             attempt,
@@ -686,6 +677,48 @@ fn read_claimed_jobs(
     Ok(jobs)
 }
 
+/// The optional fields of a leased-job record, as stored (absent: 0 or
+/// `None`).
+#[derive(Default)]
+struct OptionalFields {
+    max_attempts: u32,
+    timeout_ms: i64,
+    backoff: Option<Backoff>,
+    correlation_id: Option<String>,
+    checkpoint: Option<String>,
+    releases: u32,
+}
+
+/// Reads a record's count of optional fields and their name, value pairs.
+fn read_optional_fields(reply: &mut Reply, id: &JobId) -> Result<OptionalFields> {
+    let mut fields = OptionalFields::default();
+    for _ in 0..reply.count("optional field count")? {
+        let field = reply.string("optional field name")?;
+        match field.as_str() {
+            "max_attempts" => fields.max_attempts = reply.count("max_attempts")?,
+            "timeout_ms" => fields.timeout_ms = reply.int("timeout_ms")?,
+            "backoff" => {
+                let text = reply.string("backoff")?;
+                let backoff = serde_json::from_str(&text).map_err(|e| Error::CorruptJob {
+                    id: id.to_string(),
+                    field: "backoff",
+                    detail: e.to_string(),
+                })?;
+                fields.backoff = Some(backoff);
+            }
+            "correlation_id" => fields.correlation_id = reply.opt_string("correlation_id")?,
+            "checkpoint" => fields.checkpoint = reply.opt_string("checkpoint")?,
+            "releases" => fields.releases = reply.count("releases")?,
+            other => {
+                return Err(
+                    reply.protocol_error(format!("record of job {id}: unknown optional field {other:?}"))
+                );
+            }
+        }
+    }
+    Ok(fields)
+}
+
 /// Cuts `text` to at most `max` bytes on a character boundary.
 pub(crate) fn truncate(text: &str, max: usize) -> &str {
     if text.len() <= max {
@@ -700,7 +733,50 @@ pub(crate) fn truncate(text: &str, max: usize) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::truncate;
+    use redis::Value;
+
+    use super::{Error, Reply, read_claimed_jobs, truncate};
+
+    fn text(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    /// A record as claim_jobs.lua writes it, with `optional` name, value pairs.
+    fn record(id: &str, optional: &[(&str, &str)]) -> Vec<Value> {
+        let mut values: Vec<Value> =
+            [id, "tok.1", "2", "1700000000000", "send", "{}", "1", "1690000000000", "5"].map(text).to_vec();
+        values.push(Value::Int(optional.len() as i64));
+        for (field, value) in optional {
+            values.extend([text(field), text(value)]);
+        }
+        values
+    }
+
+    #[test]
+    fn claimed_records_carry_only_the_optional_fields_a_job_has() {
+        let mut values = record("a", &[]);
+        values.extend(record("b", &[("releases", "3"), ("max_attempts", "7"), ("correlation_id", "c-1")]));
+        let mut reply = Reply::new(Value::Array(values), "claim").expect("array");
+        let jobs = read_claimed_jobs(&mut reply, 2, "q", 25).expect("two records");
+        assert_eq!(reply.remaining(), 0, "every value read");
+        let (a, b) = (&jobs[0], &jobs[1]);
+        assert_eq!((a.lease.job_id.as_str(), a.attempt, a.priority), ("a", 2, 5));
+        assert_eq!((a.max_attempts, a.releases, a.correlation_id.as_deref()), (25, 0, None), "defaults");
+        assert_eq!((a.timeout, a.backoff.is_none(), a.checkpoint.as_deref()), (None, true, None));
+        assert_eq!((b.max_attempts, b.releases, b.correlation_id.as_deref()), (7, 3, Some("c-1")));
+    }
+
+    #[test]
+    fn an_unknown_optional_field_is_a_protocol_error() {
+        let mut reply = Reply::new(Value::Array(record("a", &[("colour", "red")])), "claim").expect("array");
+        match read_claimed_jobs(&mut reply, 1, "q", 25) {
+            Err(Error::Protocol { script, detail }) => {
+                assert_eq!(script, "claim");
+                assert!(detail.contains("colour"), "{detail}");
+            }
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+    }
 
     #[test]
     fn truncate_respects_char_boundaries() {

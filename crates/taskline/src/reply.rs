@@ -29,6 +29,12 @@ impl Reply {
         })
     }
 
+    /// A [`Error::Protocol`] of this script: the reply read so far does not
+    /// have the documented shape, as `detail` says.
+    pub fn protocol_error(&self, detail: String) -> Error {
+        Error::Protocol { script: self.script, detail }
+    }
+
     /// Items not read yet.
     pub fn remaining(&self) -> usize {
         self.items.len()

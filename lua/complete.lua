@@ -136,7 +136,8 @@ end
 if #done_ids > 0 then
   redis.call('ZREM', k.active, unpack(done_ids))
   for _, e in ipairs(entries) do
-    if e.status == 'ok' then group_leave(prefix, k.levels, e.f[F_GROUP]) end
+    local group = e.f[F_GROUP]
+    if e.status == 'ok' and group then group_leave(prefix, k.levels, group) end
   end
 end
 
@@ -202,7 +203,7 @@ for _, e in ipairs(entries) do
     end
     redis.call('HSET', e.job_key, unpack(hset_args, 1, len))
     local f = e.f
-    release_unique(prefix, e.id, f[F_UNIQUE_KEY], f[F_UNIQUE_MODE])
+    if f[F_UNIQUE_KEY] then release_unique(prefix, e.id, f[F_UNIQUE_KEY], f[F_UNIQUE_MODE]) end
     batch_add(completed_event, e.id, f[F_NAME], f[F_ATTEMPT], f[F_CORRELATION_ID])
     statuses[#statuses + 1] = 'completed'
     statuses[#statuses + 1] = give
@@ -272,7 +273,14 @@ end
 -- The claim part's reply (header and fresh records) heads the reply as it
 -- is: the common case copies no record.
 local reply = claimed
-reply[#reply + 1] = back_count
-for _, v in ipairs(back) do reply[#reply + 1] = v end
-for _, v in ipairs(statuses) do reply[#reply + 1] = v end
+local len = #reply + 1
+reply[len] = back_count
+for _, v in ipairs(back) do
+  len = len + 1
+  reply[len] = v
+end
+for _, v in ipairs(statuses) do
+  len = len + 1
+  reply[len] = v
+end
 return reply

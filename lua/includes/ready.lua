@@ -132,11 +132,16 @@ local function pop_ready(prefix, levels_key, count, share_every, meta_key)
     local need = count - #ids
     if need <= 0 then break end
     local got = redis.call('RPOP', prefix .. 'ready:' .. level, need)
-    if got then
-      for _, id in ipairs(got) do ids[#ids + 1] = id end
-    end
     if (not got) or #got < need then
       redis.call('ZREM', levels_key, level)
+    end
+    if got then
+      -- One level (the usual case) needs no copy.
+      if #ids == 0 then
+        ids = got
+      else
+        for _, id in ipairs(got) do ids[#ids + 1] = id end
+      end
     end
   end
   return ids

@@ -1172,6 +1172,35 @@ async fn enqueue_and_claim_emit_events() {
     h.assert_sound(q).await;
 }
 
+/// An entry lists at most 100 jobs: a bulk enqueue of 250 writes three, and
+/// each of them carries the shared fields (`event`, `state`), not only the
+/// first.
+#[tokio::test]
+async fn a_large_batch_splits_into_entries_that_each_carry_the_shared_fields() {
+    let h = Harness::start().await;
+    let q = "ev-split";
+    let ids: Vec<String> = h
+        .client
+        .enqueue_bulk(q, (0..250).map(|n| job("bulk", n)).collect())
+        .await
+        .expect("bulk")
+        .into_iter()
+        .map(|outcome| outcome.id().to_string())
+        .collect();
+    let mut conn = h.raw().await;
+    let entries: u64 = cmd(&mut conn, &["XLEN", &key(q, "events")]).await;
+    assert_eq!(entries, 3, "100 + 100 + 50 jobs");
+    let all = events(&h, q).await;
+    let listed: Vec<String> = all.iter().map(|e| e["id"].clone()).collect();
+    assert_eq!(listed, ids);
+    for e in &all {
+        assert_eq!(
+            (e["event"].as_str(), e["state"].as_str(), e["name"].as_str()),
+            ("enqueued", "ready", "bulk")
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_claim_records_all_its_jobs_in_one_stream_entry() {
     let h = Harness::start().await;

@@ -8,8 +8,11 @@
 //! `due_at`, `error`, ...). One stream entry may list several jobs of one
 //! step (enqueues, claims and completions are recorded one entry per script
 //! call): the fields before the first `id` are shared by every job of the
-//! entry, and each `id` starts the next job's own fields (see
-//! `lua/includes/events.lua`). Reading returns one [`Event`] per job. The
+//! entry, and each `id` starts the next job's own fields. Jobs without a
+//! correlation id are listed more compactly, in the shared fields `ids`,
+//! `names` and `attempts` (each the jobs' values joined by spaces), and
+//! read first (see `lua/includes/events.lua`). Reading returns one
+//! [`Event`] per job. The
 //! stream is capped near `events_max_len` events, so it is a recent
 //! history, not an audit log: the job hash is the truth.
 //!
@@ -263,8 +266,13 @@ pub fn decode_entries(value: Value) -> Result<Vec<Event>> {
     Ok(events)
 }
 
-/// One entry's events: one per `id` it lists, each with the fields shared
-/// by the entry (those before the first `id`) and its own.
+/// The shared fields that list jobs compactly (see `lua/includes/events.lua`):
+/// the jobs' ids, names and attempts, each joined by single spaces.
+const LISTED_FIELDS: [&str; 3] = ["ids", "names", "attempts"];
+
+/// One entry's events: one per job listed in its `ids` field, then one per
+/// `id` group, each with the fields shared by the entry (those before the
+/// first `id`) and its own.
 fn parse_entry(entry: Value) -> Result<Vec<Event>> {
     let Value::Array(parts) = entry else {
         return Err(malformed(format!("entry {entry:?}")));
@@ -283,17 +291,22 @@ fn parse_entry(entry: Value) -> Result<Vec<Event>> {
         other => return Err(malformed(format!("fields {other:?}"))),
     };
     let mut shared = BTreeMap::new();
-    let mut jobs: Vec<BTreeMap<String, String>> = Vec::new();
+    let mut lists = BTreeMap::new();
+    let mut groups: Vec<BTreeMap<String, String>> = Vec::new();
     for (k, v) in pairs {
         let (k, v) = (text(k)?, text(v)?);
         if k == "id" {
-            jobs.push(BTreeMap::from([(k, v)]));
-        } else if let Some(job) = jobs.last_mut() {
+            groups.push(BTreeMap::from([(k, v)]));
+        } else if let Some(job) = groups.last_mut() {
             job.insert(k, v);
+        } else if LISTED_FIELDS.contains(&k.as_str()) {
+            lists.insert(k, v);
         } else {
             shared.insert(k, v);
         }
     }
+    let mut jobs = listed_jobs(&lists);
+    jobs.extend(groups);
     if jobs.is_empty() {
         // An entry that names no job still reads as one event.
         jobs.push(BTreeMap::new());
@@ -315,6 +328,35 @@ fn parse_entry(entry: Value) -> Result<Vec<Event>> {
         }
     });
     Ok(events.collect())
+}
+
+/// The jobs of an entry's `ids`, `names` and `attempts` fields, in order.
+/// A names or attempts list that does not match the ids one for one (a
+/// name with a space, written into a job hash by hand) is left out rather
+/// than shifting every later job's values.
+fn listed_jobs(lists: &BTreeMap<String, String>) -> Vec<BTreeMap<String, String>> {
+    let Some(ids) = lists.get("ids").filter(|ids| !ids.is_empty()) else {
+        return Vec::new();
+    };
+    let ids: Vec<&str> = ids.split(' ').collect();
+    let aligned = |field: &str| -> Option<Vec<&str>> {
+        let values: Vec<&str> = lists.get(field)?.split(' ').collect();
+        (values.len() == ids.len()).then_some(values)
+    };
+    let (names, attempts) = (aligned("names"), aligned("attempts"));
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let mut job = BTreeMap::from([("id".to_string(), id.to_string())]);
+            if let Some(names) = &names {
+                job.insert("name".into(), names[i].to_string());
+            }
+            if let Some(attempts) = &attempts {
+                job.insert("attempt".into(), attempts[i].to_string());
+            }
+            job
+        })
+        .collect()
 }
 
 fn text(value: Value) -> Result<String> {
@@ -407,6 +449,58 @@ mod tests {
             ]
         );
         assert!(events.iter().all(|e| e.stream_id == "1700000000123-4" && e.extra.len() == 1));
+    }
+
+    fn entry(stream_id: &str, fields: &[&str]) -> Value {
+        Value::Array(vec![bulk(stream_id), Value::Array(fields.iter().copied().map(bulk).collect())])
+    }
+
+    #[test]
+    fn listed_jobs_come_first_then_the_id_groups() {
+        let fields = [
+            "event",
+            "completed",
+            "ids",
+            "j1 j2 j3",
+            "names",
+            "send mail send",
+            "attempts",
+            "1 2 1",
+            "id",
+            "j4",
+            "name",
+            "bill",
+            "attempt",
+            "5",
+            "correlation_id",
+            "c4",
+        ];
+        let events = decode_entries(Value::Array(vec![entry("1700000000123-0", &fields)])).expect("decode");
+        let seen: Vec<_> = events
+            .iter()
+            .map(|e| {
+                (e.event.as_str(), e.job_id.as_str(), e.name.as_str(), e.attempt, e.correlation_id.as_deref())
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("completed", "j1", "send", 1, None),
+                ("completed", "j2", "mail", 2, None),
+                ("completed", "j3", "send", 1, None),
+                ("completed", "j4", "bill", 5, Some("c4")),
+            ]
+        );
+        assert!(events.iter().all(|e| e.extra.is_empty()), "the lists are not extras: {events:?}");
+    }
+
+    #[test]
+    fn a_list_that_does_not_match_the_ids_is_left_out_not_shifted() {
+        // "a b" is one name with a space in it: three names for two ids.
+        let fields = ["event", "claimed", "ids", "j1 j2", "names", "a b c", "attempts", "3 4"];
+        let events = decode_entries(Value::Array(vec![entry("1-0", &fields)])).expect("decode");
+        let seen: Vec<_> = events.iter().map(|e| (e.job_id.as_str(), e.name.as_str(), e.attempt)).collect();
+        assert_eq!(seen, vec![("j1", "", 3), ("j2", "", 4)]);
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod processes;
 mod redis_bound;
 mod redis_stats;
 mod report;
+mod rounds;
 mod scenarios;
 
 use std::path::PathBuf;
@@ -80,6 +81,13 @@ struct Args {
     /// merging concurrent ones (`coalesce_calls = false`), to compare.
     #[arg(long)]
     no_coalesce: bool,
+    /// After the scenarios, run Taskline's and BullMQ's `process` in turn
+    /// this many times (alternating which goes first) and report each
+    /// pair's ratios and their median: on a shared host the pairs, seconds
+    /// apart, compare more fairly than the main run, minutes apart.
+    /// Needs the BullMQ peer.
+    #[arg(long, default_value_t = 0)]
+    process_rounds: u32,
     /// Where to write the JSON report.
     #[arg(long, default_value = "target/bench/report.json")]
     json: PathBuf,
@@ -241,9 +249,20 @@ async fn run(
         Peer::Skipped(why) => (None, Some(why.clone())),
     };
 
+    let rounds = if args.process_rounds > 0 && bullmq.is_some() {
+        Some(rounds::run(&mut bench, args.process_rounds, &format!("bench-{run_id}-bullmq")).await?)
+    } else {
+        None
+    };
+
     println!("{}", report::table(&taskline, bullmq.as_ref()));
     if let Some(note) = &peer_note {
         println!("BullMQ: skipped: {note}");
+    }
+    if let Some(rounds) = &rounds {
+        println!("process rounds (Taskline and BullMQ back to back):\n{}", rounds::table(rounds));
+    } else if args.process_rounds > 0 {
+        println!("process rounds: skipped, they need the BullMQ peer");
     }
     let document = json!({
         "machine": machine,
@@ -259,6 +278,7 @@ async fn run(
         "bullmq": bullmq,
         "bullmq_skipped": peer_note,
         "ratios": report::ratios(&taskline, bullmq.as_ref()),
+        "process_rounds": rounds,
     });
     if let Some(dir) = args.json.parent() {
         std::fs::create_dir_all(dir)?;

@@ -104,7 +104,9 @@ local now_text = int_text(now)
 -- Fence every job first: nothing is written for a job that fails its
 -- fence, and the claim part below sees the freed slots.
 local entries = {}
-local done_ids = {}
+-- The jobs that pass their fence, and by the same index what the
+-- `completed` entry lists of each (includes/events).
+local done, done_ids, done_names, done_attempts, done_cids = 0, {}, {}, {}, nil
 local seen = {}
 local wanted = 0
 for j = 0, n - 1 do
@@ -125,7 +127,15 @@ for j = 0, n - 1 do
     e.status, e.f = check_fence_fields(e.job_key, e.id, e.token, COMPLETED, COMPLETION_FIELDS)
   end
   if e.status == 'ok' then
-    done_ids[#done_ids + 1] = e.id
+    done = done + 1
+    done_ids[done] = e.id
+    done_names[done] = e.f[F_NAME] or ''
+    done_attempts[done] = e.f[F_ATTEMPT] or '0'
+    local cid = e.f[F_CORRELATION_ID]
+    if cid and cid ~= '' then
+      done_cids = done_cids or {}
+      done_cids[done] = cid
+    end
     wanted = wanted + e.want
   end
   entries[#entries + 1] = e
@@ -133,7 +143,7 @@ end
 
 -- Leave `active` and the mutex groups first, so that the claim part sees
 -- these slots as free (global concurrency, a group's next job).
-if #done_ids > 0 then
+if done > 0 then
   redis.call('ZREM', k.active, unpack(done_ids))
   for _, e in ipairs(entries) do
     local group = e.f[F_GROUP]
@@ -179,8 +189,6 @@ end
 -- only the optional pairs after the first six change.
 local hset_args = {'state', 'completed', 'outcome', 'completed', 'finished_at', now_text}
 local completed_now = 0
--- One `completed` entry for the jobs of this call (includes/events).
-local completed_event = event_batch(k.events, cap, 'completed', nil)
 for _, e in ipairs(entries) do
   if e.status == 'ok' then
     completed_now = completed_now + 1
@@ -204,7 +212,6 @@ for _, e in ipairs(entries) do
     redis.call('HSET', e.job_key, unpack(hset_args, 1, len))
     local f = e.f
     if f[F_UNIQUE_KEY] then release_unique(prefix, e.id, f[F_UNIQUE_KEY], f[F_UNIQUE_MODE]) end
-    batch_add(completed_event, e.id, f[F_NAME], f[F_ATTEMPT], f[F_CORRELATION_ID])
     statuses[#statuses + 1] = 'completed'
     statuses[#statuses + 1] = give
     handed_out = handed_out + give
@@ -220,7 +227,8 @@ for _, e in ipairs(entries) do
   end
 end
 
-batch_emit(completed_event)
+-- One `completed` entry for the jobs of this call.
+emit_jobs(k.events, cap, 'completed', nil, done_ids, done_names, done_attempts, done_cids)
 
 if completed_now > 0 then
   local completions = redis.call('HINCRBY', k.meta, 'completed', completed_now)

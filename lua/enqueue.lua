@@ -69,9 +69,10 @@ local n = tonumber(ARGV[3])
 local FIXED = 7
 -- Shared by the jobs that set no option (most): read, never written.
 local NO_OPTIONS = {}
--- One `enqueued` entry per state for the jobs of this call (includes/events).
-local enqueued_events = {ready = event_batch(events_key, cap, 'enqueued', {'state', 'ready'}),
-  delayed = event_batch(events_key, cap, 'enqueued', {'state', 'delayed'})}
+-- One `enqueued` entry per state for the jobs of this call
+-- (includes/events): their ids and names, and their correlation ids once
+-- one has any.
+local enqueued = {ready = {ids = {}, names = {}, cids = nil}, delayed = {ids = {}, names = {}, cids = nil}}
 -- Options stored in the job hash as they came.
 local STORED = {'max_attempts', 'timeout_ms', 'backoff', 'unique_key', 'unique_mode',
   'correlation_id', 'group', 'group_max'}
@@ -158,15 +159,25 @@ for _ = 1, n do
       make_ready(prefix, levels_key, id, priority, group, o.group_max)
     end
     created = created + 1
-    batch_add(enqueued_events[state], id, name, '0', o.correlation_id)
+    local listed = enqueued[state]
+    local at = #listed.ids + 1
+    listed.ids[at] = id
+    listed.names[at] = name
+    if o.correlation_id and o.correlation_id ~= '' then
+      listed.cids = listed.cids or {}
+      listed.cids[at] = o.correlation_id
+    end
     reply[#reply + 1] = 'created'
     reply[#reply + 1] = id
   end
 end
 
 flush_pending()
-batch_emit(enqueued_events.ready)
-batch_emit(enqueued_events.delayed)
+for _, state in ipairs({'ready', 'delayed'}) do
+  local listed = enqueued[state]
+  emit_jobs(events_key, cap, 'enqueued', {'state', state, 'attempt', '0'}, listed.ids, listed.names, nil,
+    listed.cids)
+end
 if created > 0 then
   redis.call('HINCRBY', meta_key, 'enqueued', created)
 end

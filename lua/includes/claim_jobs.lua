@@ -119,10 +119,10 @@ local function claim_jobs(prefix, k, now, count, lease_ms, token_prefix, worker,
   local now_text, deadline_text = int_text(now), int_text(deadline)
   local n = 0
   local tokens = {}
-  -- Every job leased, for one ZADD to `active` (they share a deadline).
-  local leased = {}
-  -- One `claimed` entry for the jobs of this call (includes/events).
-  local claimed_event = event_batch(k.events, cap, 'claimed', {'worker', worker})
+  -- Every job leased, for one ZADD to `active` (they share a deadline),
+  -- and, by the same index, what the `claimed` entry lists of each
+  -- (includes/events; cids only once a job has a correlation id).
+  local leased, names, attempts, cids = {}, {}, {}, nil
   -- Orphans (ids without a job hash) do not use up the count: pop again
   -- for the shortfall, a bounded number of times.
   for _ = 1, 4 do
@@ -139,9 +139,14 @@ local function claim_jobs(prefix, k, now, count, lease_ms, token_prefix, worker,
         local attempt_text = int_text(attempt)
         redis.call('HSET', job_key, 'state', 'active', 'attempt', attempt_text, 'lease_token', token,
           'worker', worker, 'started_at', now_text, 'outcome', '')
-        leased[#leased + 1] = id
+        leased[n] = id
+        names[n] = f[1] or ''
+        attempts[n] = attempt_text
+        if f[7] and f[7] ~= '' then
+          cids = cids or {}
+          cids[n] = f[7]
+        end
         append_record(reply, f, id, token, attempt, deadline)
-        batch_add(claimed_event, id, f[1], attempt_text, f[7])
       else
         emit(k.events, cap, 'orphan', id, '', 0, '', {'from', 'ready'})
       end
@@ -149,7 +154,7 @@ local function claim_jobs(prefix, k, now, count, lease_ms, token_prefix, worker,
     if n >= count or #ids == 0 then break end
   end
   lease_all(k.active, deadline_text, leased)
-  batch_emit(claimed_event)
+  emit_jobs(k.events, cap, 'claimed', {'worker', worker}, leased, names, attempts, cids)
   local wait_until = note_starts(prefix, flow, now, tokens)
   if limit == 'hold' then
     wait_until = flow.hold_until

@@ -8,21 +8,22 @@
     extra    optional flat list of further field/value pairs.
   Events are best-effort transport; the job hash is the truth.
 
-  One entry may list several jobs (a batch): the fields before the first
-  `id` are shared by every job of the entry (`event`, and extras such as
-  `worker`); each `id` starts the next job's own fields (`name`,
-  `attempt`, an optional `correlation_id`, its own extras). An entry of one
-  job is the same layout with one group. The hot path (enqueues, claims
-  and completions, which come in batches) appends one entry per script
-  call instead of one per job, which costs a fraction of the commands.
-  A batch lists its jobs without a correlation id in three shared fields
-  instead, before any `id`: `ids`, `names` and `attempts`, each the jobs'
-  values joined by single spaces, in the same order (job ids and names
-  hold no whitespace; a name that does, written into a hash by hand, makes
-  readers drop the entry's names). Three values per entry instead of six
-  per job: as separate fields the listed jobs cost Redis about a tenth of
-  the instructions per processed job (BENCHMARKS.md). Readers give the
-  listed jobs' events first, then those of the `id` groups.
+  emit appends one entry for one job: `event`, `id`, `name`, `attempt`,
+  an optional `correlation_id`, then the extras. The hot path (enqueues,
+  claims and completions, which come in batches) appends one entry per
+  script call instead, with emit_jobs: `event` and the extras (such as
+  `worker`), shared by every job of the entry, then `ids`, `names` and
+  `attempts`, each the jobs' values joined by single spaces in the same
+  order (job ids and names hold no whitespace; a name that does, written
+  into a hash by hand, makes readers drop the entry's names), and, when
+  any job has one, `correlation_ids` (a JSON array, '' for a job
+  without). A handful of values per entry instead of six per job: as
+  separate fields, the jobs of an entry cost Redis about a tenth of its
+  instructions per processed job (BENCHMARKS.md); the callers collect the
+  names and attempts into plain arrays as they go, with no call per job.
+  (Entries of earlier versions list jobs as `id` groups instead: the
+  fields before the first `id` are shared, each `id` starts the next
+  job's own fields. Readers decode both.)
 
   Trimming: the stream holds entries of different sizes, so the bound in
   events becomes a bound in entries through the queue's average entry
@@ -35,12 +36,13 @@
   counts; the others only append, so the stream may run a few entries
   over, and a call's entries after its last trim are not counted.
 
-  event_batch(events_key, cap, event, extra) -> batch (nil when cap is 0)
-  batch_add(batch, id, name, attempt, correlation_id)
-    Lists one more job; every EVENT_BATCH_MAX jobs are appended as an
-    entry of their own (the arguments of one call stay bounded).
-  batch_emit(batch)
-    Appends what is listed and not yet appended (nothing for none).
+  emit_jobs(events_key, cap, event, extra, ids, names, attempts, cids)
+    One event for each job of `ids` (a list; nothing for none), one entry
+    per EVENT_BATCH_MAX jobs (the arguments of one call stay bounded).
+    names      the jobs' names, in the order of `ids`
+    attempts   their attempts as text, or nil when `extra` holds one
+               `attempt` for all
+    cids       nil, or correlation ids by position (nil for a job without)
 
   int_text(n) -> the integer n as text. redis.call formats a Lua number
   argument as a double ("%.17g"), which costs more than the command it is
@@ -124,77 +126,53 @@ local function emit(events_key, cap, event, id, name, attempt, correlation_id, e
   redis.call(unpack(args))
 end
 
--- A table whose array part holds 16 values from the start: filling a
--- table from empty makes Lua regrow it at 1, 2, 4, 8 and 16 values.
-local function sized_list()
-  return {'', '', '', '', '', '', '', '', '', '', '', '', '', '', '', ''}
+-- Appends one entry for jobs first..last of the lists (see emit_jobs).
+local function emit_job_range(events_key, cap, shared, ids, names, attempts, cids, first, last)
+  local keep = note_entry(events_key, cap, last - first + 1)
+  local args
+  if keep then
+    args = {'XADD', events_key, 'MAXLEN', '~', keep, '*'}
+  else
+    args = {'XADD', events_key, '*'}
+  end
+  local n = #args
+  for _, v in ipairs(shared) do
+    n = n + 1
+    args[n] = v
+  end
+  args[n + 1] = 'ids'
+  args[n + 2] = table.concat(ids, ' ', first, last)
+  args[n + 3] = 'names'
+  args[n + 4] = table.concat(names, ' ', first, last)
+  n = n + 4
+  if attempts then
+    args[n + 1] = 'attempts'
+    args[n + 2] = table.concat(attempts, ' ', first, last)
+    n = n + 2
+  end
+  if cids then
+    local listed, any = {}, false
+    for i = first, last do
+      listed[#listed + 1] = cids[i] or ''
+      any = any or cids[i] ~= nil
+    end
+    if any then
+      args[n + 1] = 'correlation_ids'
+      args[n + 2] = cjson.encode(listed)
+    end
+  end
+  redis.call(unpack(args))
 end
 
-local function event_batch(events_key, cap, event, extra)
-  if cap <= 0 then return nil end
+local function emit_jobs(events_key, cap, event, extra, ids, names, attempts, cids)
+  local count = #ids
+  if cap <= 0 or count == 0 then return end
   local shared = {'event', event}
   if extra then
     for i = 1, #extra do shared[#shared + 1] = extra[i] end
   end
-  -- listed: the jobs in ids/names/attempts; own: the `id` groups.
-  return {key = events_key, cap = cap, shared = shared, jobs = 0, listed = 0,
-    ids = sized_list(), names = sized_list(), attempts = sized_list(), own = {}}
-end
-
-local function batch_emit(batch)
-  if not batch or batch.jobs == 0 then return end
-  local keep = note_entry(batch.key, batch.cap, batch.jobs)
-  local args
-  if keep then
-    args = {'XADD', batch.key, 'MAXLEN', '~', keep, '*'}
-  else
-    args = {'XADD', batch.key, '*'}
+  for first = 1, count, EVENT_BATCH_MAX do
+    emit_job_range(events_key, cap, shared, ids, names, attempts, cids,
+      first, math.min(first + EVENT_BATCH_MAX - 1, count))
   end
-  local n = #args
-  for _, v in ipairs(batch.shared) do
-    n = n + 1
-    args[n] = v
-  end
-  if batch.listed > 0 then
-    args[n + 1] = 'ids'
-    args[n + 2] = table.concat(batch.ids, ' ', 1, batch.listed)
-    args[n + 3] = 'names'
-    args[n + 4] = table.concat(batch.names, ' ', 1, batch.listed)
-    args[n + 5] = 'attempts'
-    args[n + 6] = table.concat(batch.attempts, ' ', 1, batch.listed)
-    n = n + 6
-  end
-  for _, v in ipairs(batch.own) do
-    n = n + 1
-    args[n] = v
-  end
-  redis.call(unpack(args))
-  -- The lists are overwritten from the start (only the first `listed`
-  -- values are read); `own` is rebuilt.
-  batch.own = {}
-  batch.jobs, batch.listed = 0, 0
-end
-
-local function batch_add(batch, id, name, attempt, correlation_id)
-  if not batch then return end
-  if correlation_id and correlation_id ~= '' then
-    local own = batch.own
-    local n = #own
-    own[n + 1] = 'id'
-    own[n + 2] = id
-    own[n + 3] = 'name'
-    own[n + 4] = name or ''
-    own[n + 5] = 'attempt'
-    own[n + 6] = attempt or '0'
-    own[n + 7] = 'correlation_id'
-    own[n + 8] = correlation_id
-  else
-    local n = batch.listed + 1
-    batch.ids[n] = id
-    batch.names[n] = name or ''
-    batch.attempts[n] = attempt or '0'
-    batch.listed = n
-  end
-  batch.jobs = batch.jobs + 1
-  if batch.jobs >= EVENT_BATCH_MAX then batch_emit(batch) end
 end

@@ -8,11 +8,11 @@
 //! `due_at`, `error`, ...). One stream entry may list several jobs of one
 //! step (enqueues, claims and completions are recorded one entry per script
 //! call): the fields before the first `id` are shared by every job of the
-//! entry, and each `id` starts the next job's own fields. Jobs without a
-//! correlation id are listed more compactly, in the shared fields `ids`,
-//! `names` and `attempts` (each the jobs' values joined by spaces), and
-//! read first (see `lua/includes/events.lua`). Reading returns one
-//! [`Event`] per job. The
+//! entry, and each `id` starts the next job's own fields. Entries written
+//! now list their jobs more compactly, in the shared fields `ids`, `names`,
+//! `attempts` (each the jobs' values joined by spaces) and
+//! `correlation_ids` (a JSON array), read before any `id` group (see
+//! `lua/includes/events.lua`). Reading returns one [`Event`] per job. The
 //! stream is capped near `events_max_len` events, so it is a recent
 //! history, not an audit log: the job hash is the truth.
 //!
@@ -267,8 +267,9 @@ pub fn decode_entries(value: Value) -> Result<Vec<Event>> {
 }
 
 /// The shared fields that list jobs compactly (see `lua/includes/events.lua`):
-/// the jobs' ids, names and attempts, each joined by single spaces.
-const LISTED_FIELDS: [&str; 3] = ["ids", "names", "attempts"];
+/// the jobs' ids, names and attempts, each joined by single spaces, and
+/// their correlation ids as a JSON array ("" for a job without).
+const LISTED_FIELDS: [&str; 4] = ["ids", "names", "attempts", "correlation_ids"];
 
 /// One entry's events: one per job listed in its `ids` field, then one per
 /// `id` group, each with the fields shared by the entry (those before the
@@ -330,8 +331,8 @@ fn parse_entry(entry: Value) -> Result<Vec<Event>> {
     Ok(events.collect())
 }
 
-/// The jobs of an entry's `ids`, `names` and `attempts` fields, in order.
-/// A names or attempts list that does not match the ids one for one (a
+/// The jobs of an entry's `ids`, `names`, `attempts` and `correlation_ids`
+/// fields, in order. A list that does not match the ids one for one (a
 /// name with a space, written into a job hash by hand) is left out rather
 /// than shifting every later job's values.
 fn listed_jobs(lists: &BTreeMap<String, String>) -> Vec<BTreeMap<String, String>> {
@@ -344,6 +345,10 @@ fn listed_jobs(lists: &BTreeMap<String, String>) -> Vec<BTreeMap<String, String>
         (values.len() == ids.len()).then_some(values)
     };
     let (names, attempts) = (aligned("names"), aligned("attempts"));
+    let correlation_ids = lists
+        .get("correlation_ids")
+        .and_then(|json| serde_json::from_str::<Vec<String>>(json).ok())
+        .filter(|cids| cids.len() == ids.len());
     ids.iter()
         .enumerate()
         .map(|(i, id)| {
@@ -353,6 +358,9 @@ fn listed_jobs(lists: &BTreeMap<String, String>) -> Vec<BTreeMap<String, String>
             }
             if let Some(attempts) = &attempts {
                 job.insert("attempt".into(), attempts[i].to_string());
+            }
+            if let Some(cids) = &correlation_ids {
+                job.insert("correlation_id".into(), cids[i].clone());
             }
             job
         })
@@ -466,6 +474,8 @@ mod tests {
             "send mail send",
             "attempts",
             "1 2 1",
+            "correlation_ids",
+            r#"["", "c2", ""]"#,
             "id",
             "j4",
             "name",
@@ -486,7 +496,7 @@ mod tests {
             seen,
             vec![
                 ("completed", "j1", "send", 1, None),
-                ("completed", "j2", "mail", 2, None),
+                ("completed", "j2", "mail", 2, Some("c2")),
                 ("completed", "j3", "send", 1, None),
                 ("completed", "j4", "bill", 5, Some("c4")),
             ]

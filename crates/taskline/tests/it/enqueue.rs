@@ -1201,8 +1201,8 @@ async fn a_large_batch_splits_into_entries_that_each_carry_the_shared_fields() {
     }
 }
 
-/// Jobs without a correlation id are listed compactly and read first; a
-/// job with one follows in its own `id` group (lua/includes/events.lua).
+/// The entry lists the jobs in claim order, a correlation id with the job
+/// that has one (lua/includes/events.lua).
 #[tokio::test]
 async fn a_claim_records_all_its_jobs_in_one_stream_entry() {
     let h = Harness::start().await;
@@ -1234,8 +1234,8 @@ async fn a_claim_records_all_its_jobs_in_one_stream_entry() {
         claimed,
         vec![
             (ids[0].clone(), "a".to_string(), None, worker.clone()),
-            (ids[2].clone(), "c".to_string(), None, worker.clone()),
-            (ids[1].clone(), "b".to_string(), Some("trace-2".to_string()), worker),
+            (ids[1].clone(), "b".to_string(), Some("trace-2".to_string()), worker.clone()),
+            (ids[2].clone(), "c".to_string(), None, worker),
         ]
     );
     h.assert_sound(q).await;

@@ -192,7 +192,8 @@ local completed_now = 0
 for _, e in ipairs(entries) do
   if e.status == 'ok' then
     completed_now = completed_now + 1
-    local give = math.min(e.want, claimed[4] - handed_out)
+    local give = claimed[4] - handed_out
+    if e.want < give then give = e.want end
     local len = 6
     if e.result ~= '' then
       hset_args[len + 1] = 'result'

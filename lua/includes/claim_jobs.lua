@@ -132,7 +132,7 @@ local function claim_jobs(prefix, k, now, count, lease_ms, token_prefix, worker,
       local f = read_record_fields(job_key)
       if f[12] then
         n = n + 1
-        local token = token_prefix .. '.' .. n
+        local token = token_prefix .. '.' .. int_text(n)
         tokens[n] = token
         -- Garbage in `attempt` reads as 0: a claim must not fail half-way.
         local attempt = (tonumber(f[13]) or 0) + 1

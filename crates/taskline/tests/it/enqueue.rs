@@ -1068,6 +1068,28 @@ async fn claim_batch_leases_distinct_tokens_with_deadlines_in_active() {
     h.assert_sound(q).await;
 }
 
+/// The i-th job of a claim gets the token "<call nonce>.<i>", past the
+/// numbers the scripts keep written out (1 to 32) as well.
+#[tokio::test]
+async fn a_large_claim_numbers_its_tokens_one_to_n() {
+    let h = Harness::start().await;
+    let q = "batch-40";
+    h.client.enqueue_bulk(q, (0..40).map(|n| job("j", n)).collect()).await.expect("bulk");
+    let got = h.client.claim(q, &claim(40, "worker-a")).await.expect("claim");
+    assert_eq!(got.jobs.len(), 40);
+    let (nonce, _) = got.jobs[0].lease.token.rsplit_once('.').expect("nonce.i");
+    let tokens: Vec<&str> = got.jobs.iter().map(|j| j.lease.token.as_str()).collect();
+    let expected: Vec<String> = (1..=40).map(|i| format!("{nonce}.{i}")).collect();
+    assert_eq!(tokens, expected);
+    for job in &got.jobs {
+        assert_eq!(
+            h.client.complete(&job.lease, None).await.expect("complete"),
+            taskline::Completion::Completed
+        );
+    }
+    assert_eq!(counts(&h, q).await, counts_of(0, 0, 0, 40, 0));
+}
+
 #[tokio::test]
 async fn claim_of_an_empty_or_unknown_queue_returns_nothing() {
     let h = Harness::start().await;

@@ -13,6 +13,10 @@
   ACTIVE_ANCHOR, a member that can never be a job id (job ids hold no
   spaces), with score +inf, and the key lives on while no job is leased.
 
+  This relies on the server's zset-max-listpack-value being below the
+  anchor's length (the default is 64); with a larger setting the set
+  stays a listpack, which is slower and no less correct.
+
   The anchor is never a lease: the reaper reads only scores below now, and
   every reader of `active` counts and lists only finite scores
   (active_count here, `ZRANGEBYSCORE -inf (+inf` elsewhere, the doctor's

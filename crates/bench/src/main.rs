@@ -249,10 +249,16 @@ async fn run(
         Peer::Skipped(why) => (None, Some(why.clone())),
     };
 
-    let rounds = if args.process_rounds > 0 && bullmq.is_some() {
-        Some(rounds::run(&mut bench, args.process_rounds, &format!("bench-{run_id}-bullmq")).await?)
+    // A failed round loses only the rounds, not the report.
+    let (rounds, rounds_note) = if args.process_rounds == 0 {
+        (None, None)
+    } else if bullmq.is_none() || !wants("process") {
+        (None, Some("skipped: they need the process scenario and the BullMQ peer".to_string()))
     } else {
-        None
+        match rounds::run(&mut bench, args.process_rounds, &format!("bench-{run_id}-bullmq")).await {
+            Ok(rounds) => (Some(rounds), None),
+            Err(err) => (None, Some(format!("failed: {err:#}"))),
+        }
     };
 
     println!("{}", report::table(&taskline, bullmq.as_ref()));
@@ -261,8 +267,8 @@ async fn run(
     }
     if let Some(rounds) = &rounds {
         println!("process rounds (Taskline and BullMQ back to back):\n{}", rounds::table(rounds));
-    } else if args.process_rounds > 0 {
-        println!("process rounds: skipped, they need the BullMQ peer");
+    } else if let Some(note) = &rounds_note {
+        println!("process rounds: {note}");
     }
     let document = json!({
         "machine": machine,
@@ -279,6 +285,7 @@ async fn run(
         "bullmq_skipped": peer_note,
         "ratios": report::ratios(&taskline, bullmq.as_ref()),
         "process_rounds": rounds,
+        "process_rounds_note": rounds_note,
     });
     if let Some(dir) = args.json.parent() {
         std::fs::create_dir_all(dir)?;

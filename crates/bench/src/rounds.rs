@@ -106,7 +106,11 @@ pub fn table(rounds: &Rounds) -> String {
 async fn taskline_process(bench: &mut Bench) -> Result<(f64, f64)> {
     let (throughput, _) = bench.process().await?;
     bench.remove_run_queues().await?;
-    Ok((throughput.jobs_per_sec, throughput.cost.redis_cpu_us_per_job))
+    let figures = (throughput.jobs_per_sec, throughput.cost.redis_cpu_us_per_job);
+    if figures.0 <= 0.0 || figures.1 <= 0.0 {
+        bail!("the Taskline round measured nothing: {figures:?}");
+    }
+    Ok(figures)
 }
 
 /// The same for one BullMQ `process` run.

@@ -115,18 +115,19 @@ impl Client {
             JobState::Dead => Some(keys.dead()),
         };
         let ids: Vec<String> = match zset {
-            // Finite scores only: `active` also holds its skiplist anchor at
-            // +inf (lua/includes/active.lua), which is not a job.
+            // By rank, which finds the page's start in O(log n) however deep
+            // it is; `active` also holds its skiplist anchor at +inf
+            // (lua/includes/active.lua), which is not a job and always
+            // sorts last, so the last page drops it.
             Some(key) => {
-                redis::cmd("ZRANGEBYSCORE")
+                let page: Vec<(String, f64)> = redis::cmd("ZRANGE")
                     .arg(key)
-                    .arg("-inf")
-                    .arg("(+inf")
-                    .arg("LIMIT")
                     .arg(offset)
-                    .arg(limit)
+                    .arg(offset + limit - 1)
+                    .arg("WITHSCORES")
                     .query_async(&mut conn)
-                    .await?
+                    .await?;
+                page.into_iter().filter(|(_, score)| score.is_finite()).map(|(id, _)| id).collect()
             }
             None => {
                 // Highest level first; within a level the right end is the

@@ -463,6 +463,8 @@ async fn active_keeps_its_skiplist_anchor_and_nothing_takes_it_for_a_job() {
     assert_eq!(h.client.counts(q).await.expect("counts").active, 1);
     let listed = h.client.list_jobs(q, JobState::Active, 0, 10).await.expect("list");
     assert_eq!(listed, vec![a.lease.job_id.clone()]);
+    let past = h.client.list_jobs(q, JobState::Active, 1, 10).await.expect("list");
+    assert!(past.is_empty(), "the page after the one lease holds only the anchor: {past:?}");
     assert_eq!(h.client.complete(&a.lease, None).await.expect("complete"), Completion::Completed);
 
     // No job leased: the key stays, holding the anchor alone.

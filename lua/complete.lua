@@ -232,7 +232,7 @@ end
 emit_jobs(k.events, cap, 'completed', nil, done_ids, done_names, done_attempts, done_cids)
 
 if completed_now > 0 then
-  local completions = redis.call('HINCRBY', k.meta, 'completed', completed_now)
+  local completions = redis.call('HINCRBY', k.meta, 'completed', int_text(completed_now))
   local before = completions - completed_now
   if claimed[4] < completed_now then
     -- Some slots are not refilled by the claim part: let a worker held
@@ -267,7 +267,7 @@ if completed_now > 0 then
     if math.floor(completions / TRIM_SLACK) > math.floor(before / TRIM_SLACK) then
       local excess = redis.call('ZCARD', completed_key) - keep_last
       if excess > 0 then
-        remove_completed(redis.call('ZRANGE', completed_key, 0, math.min(excess, TRIM_BATCH) - 1))
+        remove_completed(redis.call('ZRANGE', completed_key, '0', int_text(math.min(excess, TRIM_BATCH) - 1)))
         trimmed = true
       end
     end

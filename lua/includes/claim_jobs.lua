@@ -42,7 +42,7 @@
 -- Promotes due delayed jobs. Returns the earliest due time when nothing
 -- was due (so the caller needs no second look), or nil after promoting.
 local function promote_due(prefix, k, now, limit, cap)
-  local head = redis.call('ZRANGE', k.delayed, 0, 0, 'WITHSCORES')
+  local head = redis.call('ZRANGE', k.delayed, '0', '0', 'WITHSCORES')
   if not head[2] then return -1 end
   if tonumber(head[2]) > now then return tonumber(head[2]) end
   local due = redis.call('ZRANGEBYSCORE', k.delayed, '-inf', now, 'LIMIT', 0, limit)
@@ -61,7 +61,7 @@ local function promote_due(prefix, k, now, limit, cap)
 end
 
 local function next_due_ms(delayed_key)
-  local first = redis.call('ZRANGE', delayed_key, 0, 0, 'WITHSCORES')
+  local first = redis.call('ZRANGE', delayed_key, '0', '0', 'WITHSCORES')
   if first[2] then return tonumber(first[2]) end
   return -1
 end

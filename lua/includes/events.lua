@@ -80,8 +80,8 @@ local function note_entry(events_key, cap, jobs)
   if not trim then return nil end
   -- '<prefix>events' -> '<prefix>meta'
   local meta_key = string.sub(events_key, 1, -7) .. 'meta'
-  local total_jobs = redis.call('HINCRBY', meta_key, 'event_jobs', unnoted_jobs)
-  local total_entries = redis.call('HINCRBY', meta_key, 'event_entries', unnoted_entries)
+  local total_jobs = redis.call('HINCRBY', meta_key, 'event_jobs', int_text(unnoted_jobs))
+  local total_entries = redis.call('HINCRBY', meta_key, 'event_entries', int_text(unnoted_entries))
   unnoted_entries, unnoted_jobs = 0, 0
   if total_entries > 2 * AVERAGE_WINDOW then
     redis.call('HSET', meta_key, 'event_jobs', int_text(math.floor(total_jobs / 2)),

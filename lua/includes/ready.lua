@@ -124,14 +124,15 @@ end
 local function pop_ready(prefix, levels_key, count, share_every, meta_key)
   local ids = {}
   if count <= 0 then return ids end
-  local levels = redis.call('ZREVRANGE', levels_key, 0, -1)
+  local levels = redis.call('ZREVRANGE', levels_key, '0', '-1')
   if share_every and share_every > 0 and #levels > 1 then
     return pop_shared(prefix, levels_key, levels, count, share_every, meta_key)
   end
   for _, level in ipairs(levels) do
     local need = count - #ids
     if need <= 0 then break end
-    local got = redis.call('RPOP', prefix .. 'ready:' .. level, need)
+    -- The count as text: redis.call would format a number with %.17g.
+    local got = redis.call('RPOP', prefix .. 'ready:' .. level, string.format('%d', need))
     if (not got) or #got < need then
       redis.call('ZREM', levels_key, level)
     end

@@ -19,8 +19,8 @@
 
   The anchor is never a lease: the reaper reads only scores below now, and
   every reader of `active` counts and lists only finite scores
-  (active_count here, `ZRANGEBYSCORE -inf (+inf` elsewhere, the doctor's
-  and the job listing's on the Rust side too).
+  (active_count here; repair and the doctor read `ZRANGEBYSCORE -inf
+  (+inf`; the job listing pages by rank and drops the +inf score).
 
   lease_all(active_key, deadline_text, ids)
     Adds every id of `ids` with one deadline, and the anchor, in one ZADD

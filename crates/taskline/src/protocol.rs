@@ -697,14 +697,16 @@ fn read_optional_fields(reply: &mut Reply, id: &JobId) -> Result<OptionalFields>
         match field.as_str() {
             "max_attempts" => fields.max_attempts = reply.count("max_attempts")?,
             "timeout_ms" => fields.timeout_ms = reply.int("timeout_ms")?,
+            // An empty stored backoff reads as none, as an absent one.
             "backoff" => {
-                let text = reply.string("backoff")?;
-                let backoff = serde_json::from_str(&text).map_err(|e| Error::CorruptJob {
-                    id: id.to_string(),
-                    field: "backoff",
-                    detail: e.to_string(),
-                })?;
-                fields.backoff = Some(backoff);
+                if let Some(text) = reply.opt_string("backoff")? {
+                    let backoff = serde_json::from_str(&text).map_err(|e| Error::CorruptJob {
+                        id: id.to_string(),
+                        field: "backoff",
+                        detail: e.to_string(),
+                    })?;
+                    fields.backoff = Some(backoff);
+                }
             }
             "correlation_id" => fields.correlation_id = reply.opt_string("correlation_id")?,
             "checkpoint" => fields.checkpoint = reply.opt_string("checkpoint")?,
@@ -764,6 +766,19 @@ mod tests {
         assert_eq!((a.max_attempts, a.releases, a.correlation_id.as_deref()), (25, 0, None), "defaults");
         assert_eq!((a.timeout, a.backoff.is_none(), a.checkpoint.as_deref()), (None, true, None));
         assert_eq!((b.max_attempts, b.releases, b.correlation_id.as_deref()), (7, 3, Some("c-1")));
+    }
+
+    #[test]
+    fn an_empty_backoff_reads_as_none_and_a_garbled_one_names_the_job() {
+        let mut reply = Reply::new(Value::Array(record("a", &[("backoff", "")])), "claim").expect("array");
+        let jobs = read_claimed_jobs(&mut reply, 1, "q", 25).expect("one record");
+        assert!(jobs[0].backoff.is_none());
+        let mut reply =
+            Reply::new(Value::Array(record("b", &[("backoff", "{not json")])), "claim").expect("array");
+        match read_claimed_jobs(&mut reply, 1, "q", 25) {
+            Err(Error::CorruptJob { id, field, .. }) => assert_eq!((id.as_str(), field), ("b", "backoff")),
+            other => panic!("expected a corrupt-job error, got {other:?}"),
+        }
     }
 
     #[test]

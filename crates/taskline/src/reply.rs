@@ -23,10 +23,10 @@ impl Reply {
     }
 
     fn next(&mut self, what: &str) -> Result<Value> {
-        self.items.next().ok_or_else(|| Error::Protocol {
-            script: self.script,
-            detail: format!("reply ended before {what}"),
-        })
+        let script = self.script;
+        self.items
+            .next()
+            .ok_or_else(|| Error::Protocol { script, detail: format!("reply ended before {what}") })
     }
 
     /// A [`Error::Protocol`] of this script: the reply read so far does not
@@ -43,14 +43,13 @@ impl Reply {
     /// The next item as text (nil and false read as "").
     pub fn string(&mut self, what: &str) -> Result<String> {
         match self.next(what)? {
-            Value::BulkString(bytes) => String::from_utf8(bytes)
-                .map_err(|_| Error::Protocol { script: self.script, detail: format!("{what} is not UTF-8") }),
+            Value::BulkString(bytes) => {
+                String::from_utf8(bytes).map_err(|_| self.protocol_error(format!("{what} is not UTF-8")))
+            }
             Value::SimpleString(s) => Ok(s),
             Value::Int(i) => Ok(i.to_string()),
             Value::Nil => Ok(String::new()),
-            other => {
-                Err(Error::Protocol { script: self.script, detail: format!("{what}: unexpected {other:?}") })
-            }
+            other => Err(self.protocol_error(format!("{what}: unexpected {other:?}"))),
         }
     }
 
@@ -70,22 +69,14 @@ impl Reply {
                 .ok()
                 .and_then(|s| s.parse::<f64>().ok())
                 .map(|f| f as i64)
-                .ok_or_else(|| Error::Protocol {
-                    script: self.script,
-                    detail: format!("{what} is not a number"),
-                }),
-            other => {
-                Err(Error::Protocol { script: self.script, detail: format!("{what}: unexpected {other:?}") })
-            }
+                .ok_or_else(|| self.protocol_error(format!("{what} is not a number"))),
+            other => Err(self.protocol_error(format!("{what}: unexpected {other:?}"))),
         }
     }
 
     /// The next item as a non-negative count.
     pub fn count(&mut self, what: &str) -> Result<u32> {
         let n = self.int(what)?;
-        u32::try_from(n).map_err(|_| Error::Protocol {
-            script: self.script,
-            detail: format!("{what} = {n} is out of range"),
-        })
+        u32::try_from(n).map_err(|_| self.protocol_error(format!("{what} = {n} is out of range")))
     }
 }

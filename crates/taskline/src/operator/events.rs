@@ -511,6 +511,12 @@ mod tests {
         let events = decode_entries(Value::Array(vec![entry("1-0", &fields)])).expect("decode");
         let seen: Vec<_> = events.iter().map(|e| (e.job_id.as_str(), e.name.as_str(), e.attempt)).collect();
         assert_eq!(seen, vec![("j1", "", 3), ("j2", "", 4)]);
+        // Correlation ids that are not a JSON list of strings are left out too.
+        let fields = ["event", "claimed", "ids", "j1 j2", "names", "a b", "correlation_ids", "[\"c1\""];
+        let events = decode_entries(Value::Array(vec![entry("1-0", &fields)])).expect("decode");
+        let seen: Vec<_> =
+            events.iter().map(|e| (e.job_id.as_str(), e.name.as_str(), e.correlation_id.clone())).collect();
+        assert_eq!(seen, vec![("j1", "a", None), ("j2", "b", None)]);
     }
 
     #[test]

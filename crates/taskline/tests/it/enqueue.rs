@@ -1217,8 +1217,8 @@ async fn a_large_batch_splits_into_entries_that_each_carry_the_shared_fields() {
     assert_eq!(listed, ids);
     for e in &all {
         assert_eq!(
-            (e["event"].as_str(), e["state"].as_str(), e["name"].as_str()),
-            ("enqueued", "ready", "bulk")
+            (e["event"].as_str(), e["state"].as_str(), e["name"].as_str(), e["attempt"].as_str()),
+            ("enqueued", "ready", "bulk", "0")
         );
     }
 }
@@ -1260,6 +1260,25 @@ async fn a_claim_records_all_its_jobs_in_one_stream_entry() {
             (ids[2].clone(), "c".to_string(), None, worker),
         ]
     );
+
+    // The enqueued and completed entries carry the correlation id too.
+    for job in &got.jobs {
+        assert_eq!(
+            h.client.complete(&job.lease, None).await.expect("complete"),
+            taskline::Completion::Completed
+        );
+    }
+    let all = stream_events(&mut conn, &key(q, "events")).await;
+    let traced = |event: &str| -> Vec<(String, Option<String>)> {
+        all.iter()
+            .filter(|e| e.event == event)
+            .map(|e| (e.job_id.clone(), e.correlation_id.clone()))
+            .collect()
+    };
+    let expected =
+        vec![(ids[0].clone(), None), (ids[1].clone(), Some("trace-2".to_string())), (ids[2].clone(), None)];
+    assert_eq!(traced("enqueued"), expected);
+    assert_eq!(traced("completed"), expected);
     h.assert_sound(q).await;
 }
 

@@ -11,6 +11,13 @@
 //! - `process` (private): the plumbing under it: spawning, readiness
 //!   probing (the answering server must be *our* process), signals via the
 //!   `kill` utility, free ports.
+//! - [`cluster`]: [`RedisCluster`], a real multi-master Redis Cluster (3
+//!   masters with a replica each by default) made by `redis-cli --cluster
+//!   create`; nodes can be killed (a replica takes over), failed over,
+//!   restarted, and a slot moved to another master while clients use it.
+//! - [`sentinel`]: [`SentinelSet`], a primary, its replicas and three
+//!   sentinels; the primary can be killed or failed over and the sentinels
+//!   promote a replica.
 //! - [`slot`]: [`hash_slot`], the Redis Cluster hash-slot function computed
 //!   locally, to check that a queue's keys share one slot.
 //!
@@ -35,11 +42,15 @@
 //! # }
 //! ```
 
+pub mod cluster;
 mod process;
+pub mod sentinel;
 pub mod server;
 pub mod slot;
 pub mod worker_binary;
 
+pub use cluster::{ClusterNode, NodeRole, RedisCluster, RedisClusterBuilder};
+pub use sentinel::{SentinelSet, SentinelSetBuilder};
 pub use server::{REDIS_SERVER_ENV, RedisServer, RedisServerBuilder};
 pub use slot::{SLOT_COUNT, hash_slot};
 pub use worker_binary::build_worker_next_to;

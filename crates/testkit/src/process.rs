@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::server::{REDIS_SERVER_ENV, RedisServerBuilder};
+use crate::server::{ClusterRole, REDIS_SERVER_ENV, RedisServerBuilder};
 
 /// How long a server may take to answer `PING` (and, in cluster mode, to
 /// report `cluster_state:ok`) before the start counts as failed, unless
@@ -30,6 +30,8 @@ pub(crate) const LOG_FILE: &str = "redis.log";
 /// there, before it opens its log file.
 const OUTPUT_FILE: &str = "redis.out";
 pub(crate) const NODES_FILE: &str = "nodes.conf";
+/// A sentinel's configuration file, which Sentinel itself rewrites.
+pub(crate) const SENTINEL_FILE: &str = "sentinel.conf";
 
 /// Everything needed to (re)start the same server: same binary, options,
 /// ports and directory.
@@ -55,42 +57,49 @@ impl Launch {
     }
 
     fn args(&self) -> Vec<OsString> {
-        let mut args: Vec<OsString> = Vec::new();
-        let mut push = |name: &str, value: OsString| {
-            args.push(format!("--{name}").into());
-            args.push(value);
-        };
-        push("port", self.port.to_string().into());
-        push("bind", "127.0.0.1".into());
-        push("protected-mode", "no".into());
-        push("daemonize", "no".into());
-        push("dir", self.dir.clone().into());
-        push("logfile", self.dir.join(LOG_FILE).into());
-        push("save", "".into());
+        let mut args = Args::default();
+        if self.options.sentinel_config.is_some() {
+            // The file must come first; `--sentinel` then turns the mode on.
+            args.0.push(self.dir.join(SENTINEL_FILE).into());
+            args.0.push("--sentinel".into());
+        }
+        args.push("port", self.port.to_string());
+        args.push("bind", "127.0.0.1");
+        args.push("protected-mode", "no");
+        args.push("daemonize", "no");
+        args.push("dir", &self.dir);
+        args.push("logfile", self.dir.join(LOG_FILE));
+        args.push("save", "");
         let options = &self.options;
-        push("appendonly", yes_no(options.appendonly).into());
+        args.push("appendonly", yes_no(options.appendonly));
         if let Some(policy) = &options.appendfsync {
-            push("appendfsync", policy.into());
+            args.push("appendfsync", policy);
+        }
+        if let Some(port) = options.replica_of {
+            // Host and port as two arguments: Redis quotes one that holds a
+            // space, and `replicaof` would then see a single value.
+            args.push("replicaof", "127.0.0.1");
+            args.0.push(port.to_string().into());
         }
         if let Some(cluster_port) = self.cluster_port {
-            push("cluster-enabled", "yes".into());
-            push("cluster-config-file", self.dir.join(NODES_FILE).into());
+            args.push("cluster-enabled", "yes");
+            args.push("cluster-config-file", self.dir.join(NODES_FILE));
             // Explicit, because the default (port + 10000) overflows for
             // ports above 55535, and Redis refuses to start.
-            push("cluster-port", cluster_port.to_string().into());
+            args.push("cluster-port", cluster_port.to_string());
         }
         if let Some(tls_port) = self.tls_port {
             let (cert, key) = self.self_signed_certificate();
-            push("tls-port", tls_port.to_string().into());
-            push("tls-cert-file", cert.clone().into());
-            push("tls-key-file", key.into());
-            push("tls-ca-cert-file", cert.into());
-            push("tls-auth-clients", "no".into());
+            args.push("tls-port", tls_port.to_string());
+            args.push("tls-cert-file", &cert);
+            args.push("tls-key-file", key);
+            args.push("tls-ca-cert-file", cert);
+            args.push("tls-auth-clients", "no");
         }
         for (name, value) in &options.extra {
-            push(name, value.into());
+            args.push(name, value);
         }
-        args
+        args.0
     }
 
     /// Makes (once) a self-signed certificate for 127.0.0.1 in the server's
@@ -129,6 +138,15 @@ impl Launch {
     /// spawned (not some other server that took the port) and, in cluster
     /// mode, until it owns every slot and reports `cluster_state:ok`.
     pub(crate) fn spawn_ready(&self) -> Result<Child, StartFailure> {
+        if let Some(config) = &self.options.sentinel_config {
+            // Once only: Sentinel records what it learned (replicas, other
+            // sentinels, a failover's new master) in the file itself.
+            let path = self.dir.join(SENTINEL_FILE);
+            if !path.exists() {
+                fs::write(&path, config)
+                    .map_err(|e| self.failure(format!("cannot write {SENTINEL_FILE}: {e}")))?;
+            }
+        }
         let log_offset = file_len(&self.dir.join(LOG_FILE));
         let output_offset = file_len(&self.dir.join(OUTPUT_FILE));
         let output = OpenOptions::new()
@@ -166,7 +184,8 @@ impl Launch {
             }
             if let Ok(mut con) = blocking_connection(&self.url()) {
                 identified = identified || self.answers_as(&mut con, child.id());
-                if identified && (self.cluster_port.is_none() || cluster_ok(&mut con)) {
+                let single_node = self.options.cluster == ClusterRole::SingleNode;
+                if identified && (!single_node || cluster_ok(&mut con)) {
                     return Ok(child);
                 }
             }
@@ -301,6 +320,17 @@ pub(crate) fn free_port(avoid: &[u16]) -> u16 {
 
 pub(crate) fn parse_info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
     info.lines().find_map(|line| line.strip_prefix(field)?.strip_prefix(':').map(str::trim_end))
+}
+
+/// A command line of `--name value` pairs.
+#[derive(Default)]
+struct Args(Vec<OsString>);
+
+impl Args {
+    fn push(&mut self, name: &str, value: impl AsRef<std::ffi::OsStr>) {
+        self.0.push(format!("--{name}").into());
+        self.0.push(value.as_ref().to_os_string());
+    }
 }
 
 fn yes_no(on: bool) -> &'static str {

@@ -24,13 +24,27 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// process between our probe and the server's `bind`.
 const START_ATTEMPTS: usize = 5;
 
+/// How a server takes part in Redis Cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum ClusterRole {
+    /// Cluster mode off.
+    #[default]
+    None,
+    /// A one-node cluster that owns every slot.
+    SingleNode,
+    /// A node of a larger cluster, joined and given slots by its owner.
+    Member,
+}
+
 /// Options for a [`RedisServer`]; create one with [`RedisServer::builder`].
 #[derive(Debug, Clone, Default)]
 #[must_use]
 pub struct RedisServerBuilder {
     pub(crate) appendonly: bool,
     pub(crate) appendfsync: Option<String>,
-    pub(crate) cluster_enabled: bool,
+    pub(crate) cluster: ClusterRole,
+    pub(crate) replica_of: Option<u16>,
+    pub(crate) sentinel_config: Option<String>,
     pub(crate) tls: bool,
     pub(crate) binary: Option<PathBuf>,
     pub(crate) extra: Vec<(String, String)>,
@@ -70,7 +84,33 @@ impl RedisServerBuilder {
     /// about two extra seconds of start-up: Redis holds a fresh cluster node
     /// in the `fail` state for that long.
     pub fn cluster_enabled(mut self, on: bool) -> Self {
-        self.cluster_enabled = on;
+        self.cluster = if on { ClusterRole::SingleNode } else { ClusterRole::None };
+        self
+    }
+
+    /// Runs the server as a node of a larger cluster: cluster-enabled, but
+    /// it claims no slots of its own and is ready as soon as it answers.
+    /// [`crate::RedisCluster`] starts its nodes this way, then joins them.
+    pub fn cluster_member(mut self, on: bool) -> Self {
+        self.cluster = if on { ClusterRole::Member } else { ClusterRole::None };
+        self
+    }
+
+    /// Starts the server as a replica of the server on `127.0.0.1:port`
+    /// (`--replicaof`). It is ready once it answers; the initial sync may
+    /// still be under way.
+    pub fn replica_of(mut self, port: u16) -> Self {
+        self.replica_of = Some(port);
+        self
+    }
+
+    /// Runs the process as a Redis Sentinel (`redis-server <file>
+    /// --sentinel`), with `config` as the first contents of its
+    /// configuration file (Sentinel rewrites the file as it learns, and a
+    /// restart keeps what it learned). [`crate::SentinelSet`] starts its
+    /// sentinels this way.
+    pub fn sentinel(mut self, config: impl Into<String>) -> Self {
+        self.sentinel_config = Some(config.into());
         self
     }
 
@@ -161,7 +201,7 @@ impl RedisServer {
                 binary: binary.clone(),
                 options: options.clone(),
                 port,
-                cluster_port: options.cluster_enabled.then(|| free_port(&[port])),
+                cluster_port: (options.cluster != ClusterRole::None).then(|| free_port(&[port])),
                 tls_port: options.tls.then(|| free_port(&[port])),
                 dir: dir.path().to_path_buf(),
             };
@@ -243,9 +283,10 @@ impl RedisServer {
         }
     }
 
-    /// Whether the server runs as a one-node cluster.
+    /// Whether the server runs with cluster mode on (a one-node cluster, or
+    /// a node of a [`crate::RedisCluster`]).
     pub fn is_cluster(&self) -> bool {
-        self.launch.options.cluster_enabled
+        self.launch.options.cluster != ClusterRole::None
     }
 
     /// A client for this server; connecting is up to the caller.
@@ -406,8 +447,15 @@ impl RedisServer {
         parse_info_field(&info, field).map(str::to_owned)
     }
 
-    /// Runs one command on a short-lived blocking connection.
-    fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
+    /// Runs one command on a short-lived blocking connection; `None` if
+    /// the server does not answer or answers with an error.
+    pub(crate) fn try_query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Option<T> {
+        blocking_connection(&self.url()).and_then(|mut con| cmd.query(&mut con)).ok()
+    }
+
+    /// Runs one command on a short-lived blocking connection; panics on an
+    /// error.
+    pub(crate) fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
         blocking_connection(&self.url())
             .and_then(|mut con| cmd.query(&mut con))
             .unwrap_or_else(|e| panic!("redis-server at {}: {e}", self.url()))

@@ -4,10 +4,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
 use crate::coalesce::{self, Lanes};
+use crate::connection::{Connection, RedisTarget, Timeouts};
 use crate::error::{Error, Result};
 use crate::keys::{QueueKeys, queue_registry};
 use crate::names::{QueueName, validate_prefix};
@@ -113,7 +113,7 @@ impl Default for ClientOptions {
 /// Builds a [`Client`].
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
-    url: String,
+    target: RedisTarget,
     options: ClientOptions,
 }
 
@@ -190,23 +190,13 @@ impl ClientBuilder {
             });
         }
         install_tls_provider();
-        let redis_client = redis::Client::open(self.url.as_str())?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(options.response_timeout))
-            .set_connection_timeout(Some(options.connection_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = tokio::time::timeout(
-            options.connection_timeout + options.response_timeout,
-            ConnectionManager::new_with_config(redis_client, config),
-        )
-        .await
-        .map_err(|_| Error::ConnectTimeout(options.connection_timeout))??;
+        let timeouts = Timeouts { response: options.response_timeout, connect: options.connection_timeout };
+        let conn = Connection::open(&self.target, timeouts).await?;
         let inner = Inner {
             conn,
             options,
             registered: Mutex::new(HashSet::new()),
-            url: self.url,
+            target: self.target,
             enqueue_lanes: Lanes::new(coalesce::ENQUEUE),
             complete_lanes: Lanes::new(coalesce::COMPLETE),
         };
@@ -225,13 +215,12 @@ pub struct Client {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    conn: Connection,
     options: ClientOptions,
     /// Queues this client has already added to the registry set.
     registered: Mutex<HashSet<String>>,
-    /// The URL it connected to, for the dedicated connections of blocking
-    /// reads (`watch`). Never logged: it may hold a password.
-    url: String,
+    /// What it connected to (shown with passwords masked).
+    target: RedisTarget,
     /// Concurrent enqueues waiting to share a script call, per queue.
     enqueue_lanes: Lanes<crate::producer::EnqueueRequest>,
     /// Concurrent completions waiting to share a script call, per queue
@@ -259,17 +248,29 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// Connects with default options. `url` is
+    /// Connects to one Redis server with default options. `url` is
     /// `redis://[user:password@]host:port[/db]`, or `rediss://...` for TLS
     /// (verified against the system's root certificates; append `#insecure`
-    /// to skip verification, e.g. for a self-signed test server).
+    /// to skip verification, e.g. for a self-signed test server). For
+    /// Sentinel or a cluster, see [`Client::builder_for`].
     pub async fn connect(url: &str) -> Result<Client> {
         Self::builder(url).connect().await
     }
 
-    /// Starts building a client for `url`.
+    /// Starts building a client for the one server at `url`.
     pub fn builder(url: &str) -> ClientBuilder {
-        ClientBuilder { url: url.to_string(), options: ClientOptions::default() }
+        Self::builder_for(RedisTarget::server(url))
+    }
+
+    /// Starts building a client for `target`: one server, a primary behind
+    /// Sentinel, or a Redis Cluster.
+    pub fn builder_for(target: RedisTarget) -> ClientBuilder {
+        ClientBuilder { target, options: ClientOptions::default() }
+    }
+
+    /// What this client is connected to.
+    pub fn target(&self) -> &RedisTarget {
+        &self.inner.target
     }
 
     /// The options in force.
@@ -292,13 +293,8 @@ impl Client {
         &self.inner.complete_lanes
     }
 
-    /// The Redis URL this client connected to (may hold a password).
-    pub(crate) fn url(&self) -> &str {
-        &self.inner.url
-    }
-
     /// A clone of the shared connection, for commands outside scripts.
-    pub(crate) fn conn(&self) -> ConnectionManager {
+    pub(crate) fn conn(&self) -> Connection {
         self.inner.conn.clone()
     }
 
@@ -309,35 +305,27 @@ impl Client {
         Ok((name, keys))
     }
 
-    /// Runs `script` with `keys` and `args`.
+    /// Runs `script` with `keys` and `args`: EVALSHA, and on NOSCRIPT the
+    /// whole script by EVAL, which runs it and leaves it cached on the node
+    /// that answered (after a restart, a failover to a replica that never
+    /// loaded it, or `SCRIPT FLUSH`). Routed like any keyed command, so on
+    /// a cluster both go to the node that serves the queue's slot.
     pub(crate) async fn run(
         &self,
         script: &Script,
         keys: &[String],
         args: Vec<Vec<u8>>,
     ) -> redis::RedisResult<Value> {
-        let mut invocation = script.prepare_invoke();
-        for key in keys {
-            invocation.key(key);
-        }
-        for arg in args {
-            invocation.arg(arg);
-        }
+        let mut evalsha = redis::cmd("EVALSHA");
+        evalsha.arg(script.get_hash()).arg(keys.len()).arg(keys).arg(&args);
         let mut conn = self.conn();
-        // `invoke_async` reloads the script once on NOSCRIPT; the cache can
-        // empty again before the retry lands (a failover, a restart, an
-        // operator's SCRIPT FLUSH), so allow a few rounds.
-        let mut rounds = 0;
-        loop {
-            match invocation.invoke_async(&mut conn).await {
-                Err(err)
-                    if rounds < 3
-                        && err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                {
-                    rounds += 1;
-                }
-                other => return other,
+        match evalsha.query_async(&mut conn).await {
+            Err(err) if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                let mut eval = redis::cmd("EVAL");
+                eval.arg(crate::scripts::source_of(script)).arg(keys.len()).arg(keys).arg(&args);
+                eval.query_async(&mut conn).await
             }
+            other => other,
         }
     }
 

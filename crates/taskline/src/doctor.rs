@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::client::Client;
+use crate::connection::Connection;
 use crate::error::Result;
 use crate::keys::QueueKeys;
 
@@ -146,7 +147,7 @@ impl Client {
 
         let levels: BTreeSet<String> =
             redis::cmd("ZRANGE").arg(keys.levels()).arg(0).arg(-1).query_async(&mut conn).await?;
-        for list_key in scan(&mut conn, &format!("{}ready:*", keys.prefix())).await? {
+        for list_key in scan(&conn, &format!("{}ready:*", keys.prefix())).await? {
             let level = list_key.rsplit(':').next().unwrap_or_default().to_string();
             let ids: Vec<String> =
                 redis::cmd("LRANGE").arg(&list_key).arg(0).arg(-1).query_async(&mut conn).await?;
@@ -160,7 +161,7 @@ impl Client {
         // Mutex group jobs waiting for a slot are ready too, in their
         // group's own list; they hold no slot.
         let mut waiting = BTreeSet::new();
-        for list_key in scan(&mut conn, &format!("{}gwait:*", keys.prefix())).await? {
+        for list_key in scan(&conn, &format!("{}gwait:*", keys.prefix())).await? {
             let ids: Vec<String> =
                 redis::cmd("LRANGE").arg(&list_key).arg(0).arg(-1).query_async(&mut conn).await?;
             for id in ids {
@@ -181,7 +182,7 @@ impl Client {
         let job_prefix = keys.job("");
         let mut hashed = BTreeSet::new();
         let mut group_holders: BTreeMap<String, u64> = BTreeMap::new();
-        for job_key in scan(&mut conn, &format!("{job_prefix}*")).await? {
+        for job_key in scan(&conn, &format!("{job_prefix}*")).await? {
             let id = job_key[job_prefix.len()..].to_string();
             let (state, group): (Option<String>, Option<String>) =
                 redis::cmd("HMGET").arg(&job_key).arg("state").arg("group").query_async(&mut conn).await?;
@@ -237,19 +238,16 @@ fn zset_places(keys: &QueueKeys) -> [(&'static str, String); 4] {
     ]
 }
 
-/// Every key matching `pattern`, by SCAN.
-async fn scan(conn: &mut redis::aio::ConnectionManager, pattern: &str) -> Result<Vec<String>> {
+/// Every key matching `pattern`, by SCAN. The pattern starts with a
+/// queue's key prefix, hash tag included; on a cluster the scan runs on the
+/// master that serves that tag's slot, where all the queue's keys live.
+async fn scan(conn: &Connection, pattern: &str) -> Result<Vec<String>> {
     let mut cursor: u64 = 0;
     let mut found = Vec::new();
     loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1_000)
-            .query_async(conn)
-            .await?;
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1_000);
+        let (next, batch): (u64, Vec<String>) = conn.query_for_key(pattern, &cmd).await?;
         found.extend(batch);
         if next == 0 {
             return Ok(found);

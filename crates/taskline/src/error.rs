@@ -132,6 +132,13 @@ pub enum Error {
     #[error("redis error: {0}; check that Redis is reachable at the configured URL")]
     Redis(#[from] redis::RedisError),
 
+    /// The Redis deployment is not what the client was told it is (one
+    /// server given as a cluster, a cluster node given as one server, a
+    /// cluster that is down, sentinels that name no primary). The message
+    /// says what to change.
+    #[error("{0}")]
+    WrongDeployment(String),
+
     /// Connecting took longer than allowed.
     #[error("could not connect to Redis within {0:?}; check the URL and that the server is up")]
     ConnectTimeout(Duration),
@@ -191,7 +198,8 @@ impl Error {
     /// True when the error came from the connection (refused, dropped,
     /// timed out) or from a server that is briefly unable to serve
     /// (`LOADING` its data after a restart, `TRYAGAIN`, `MASTERDOWN`,
-    /// `CLUSTERDOWN`), rather than from Taskline's rules: the operation's
+    /// `CLUSTERDOWN`, `READONLY` from a primary just demoted by a failover),
+    /// rather than from Taskline's rules: the operation's
     /// outcome is unknown and the same call may be retried. Every outcome
     /// script is safe to resend.
     pub fn is_connection_error(&self) -> bool {
@@ -210,6 +218,7 @@ impl Error {
                                 | ServerErrorKind::TryAgain
                                 | ServerErrorKind::MasterDown
                                 | ServerErrorKind::ClusterDown
+                                | ServerErrorKind::ReadOnly
                         )
                     )
             }

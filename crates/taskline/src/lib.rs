@@ -21,7 +21,9 @@
 //!
 //! # Layout
 //!
-//! - [`client`]: [`Client`], its options and connection.
+//! - [`client`]: [`Client`] and its options.
+//! - [`connection`]: what a client connects to, [`RedisTarget`]: one
+//!   server, a primary behind Sentinel, or a Redis Cluster.
 //! - [`producer`]: `enqueue` and `enqueue_bulk`.
 //! - [`protocol`]: the worker side: `claim`, `complete`, `fail`, `extend`,
 //!   `release`, `reap`, all fenced by lease tokens and safe to resend.
@@ -49,6 +51,7 @@ pub mod admin;
 pub mod backoff;
 pub mod client;
 mod coalesce;
+pub mod connection;
 pub mod doctor;
 pub mod error;
 pub mod flow;
@@ -68,6 +71,7 @@ pub mod watch;
 pub use admin::{Counts, Replayed};
 pub use backoff::{Backoff, Jitter};
 pub use client::{Client, ClientBuilder, ClientOptions, QueuePolicy, Retention};
+pub use connection::{ClusterTarget, RedisTarget, SentinelTarget};
 pub use doctor::{QueueReport, Violation};
 pub use error::{Error, Result};
 pub use flow::{FlowLimits, FlowSettings, RateLimit};

@@ -88,6 +88,29 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
     }
 });
 
+/// The assembled text of `script`, for sending it whole by EVAL when a
+/// server answers NOSCRIPT.
+///
+/// # Panics
+///
+/// If `script` is not one of [`SCRIPTS`].
+pub(crate) fn source_of(script: &Script) -> &'static str {
+    static BY_HASH: LazyLock<Vec<(String, String)>> = LazyLock::new(|| {
+        SOURCES
+            .iter()
+            .map(|(_, source)| {
+                let text = assemble(source);
+                (Script::new(&text).get_hash().to_string(), text)
+            })
+            .collect()
+    });
+    BY_HASH
+        .iter()
+        .find(|(hash, _)| hash == script.get_hash())
+        .map(|(_, text)| text.as_str())
+        .expect("every script run is one of SCRIPTS")
+}
+
 fn source(name: &str) -> &'static str {
     SOURCES
         .iter()

@@ -116,7 +116,7 @@ impl Client {
     pub async fn watch(&self, queue: &str, id: &JobId) -> Result<JobWatch> {
         // Follow from the stream's end *before* reading the record, so that
         // nothing after the read can be missed.
-        let mut follower = self.follow_events(self.url(), queue, None).await?;
+        let mut follower = self.follow_events(queue, None).await?;
         follower.set_block(RECHECK_EVERY);
         let mut watcher = Watcher {
             client: self.clone(),

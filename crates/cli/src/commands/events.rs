@@ -30,7 +30,7 @@ pub async fn events(ctx: &Ctx, args: EventsArgs) -> Result<(), CliError> {
     // From the last event shown; with none shown, from the stream's start:
     // everything in it now arrived after the (empty) look above.
     let after = Some(latest.last().map_or_else(|| "0-0".to_string(), |e| e.stream_id.clone()));
-    let mut follower = ctx.client.follow_events(&ctx.url, &args.queue, after).await?;
+    let mut follower = ctx.client.follow_events(&args.queue, after).await?;
     loop {
         match follower.next_batch().await {
             Ok(batch) => {

@@ -64,7 +64,7 @@ async fn following_blocks_on_its_own_connection_past_the_response_timeout() {
         .await
         .expect("connect");
     env.ready("q", "a", json!({})).await;
-    let mut follower = client.follow_events(&env.server.url(), "q", None).await.expect("follow");
+    let mut follower = client.follow_events("q", None).await.expect("follow");
     follower.set_block(Duration::from_millis(1_500));
 
     let waiting = tokio::spawn(async move {

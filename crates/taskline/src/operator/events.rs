@@ -24,10 +24,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use redis::Value;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Value};
 
 use crate::client::Client;
+use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::job::from_epoch_millis;
 
@@ -118,23 +119,18 @@ impl Client {
     /// Starts following the events of `queue` that come after the stream id
     /// `after` (after the newest event now in the stream when `None`).
     ///
-    /// The follower blocks on a dedicated connection to `redis_url`, which
-    /// must name the same Redis as this client (the client keeps no URL).
-    pub async fn follow_events(
-        &self,
-        redis_url: &str,
-        queue: &str,
-        after: Option<String>,
-    ) -> Result<EventFollower> {
+    /// The follower blocks on a connection of its own to the node that
+    /// serves the queue (the primary, behind Sentinel), found again after
+    /// an error, so it follows a failover or a moved slot.
+    pub async fn follow_events(&self, queue: &str, after: Option<String>) -> Result<EventFollower> {
         let (_, keys) = self.queue_keys(queue)?;
         let last_id = match after {
             Some(id) => id,
             None => self.last_events(queue, 1).await?.pop().map_or_else(|| "0-0".into(), |e| e.stream_id),
         };
         let mut follower = EventFollower {
-            redis: redis::Client::open(redis_url)?,
+            redis: self.conn(),
             conn: None,
-            connection_timeout: self.options().connection_timeout,
             key: keys.events(),
             last_id,
             block: FOLLOW_BLOCK,
@@ -147,9 +143,8 @@ impl Client {
 /// Follows one queue's event stream with `XREAD BLOCK` on its own
 /// connection; made by [`Client::follow_events`].
 pub struct EventFollower {
-    redis: redis::Client,
+    redis: Connection,
     conn: Option<MultiplexedConnection>,
-    connection_timeout: Duration,
     key: String,
     last_id: String,
     block: Duration,
@@ -214,11 +209,8 @@ impl EventFollower {
 
     async fn connection(&mut self) -> Result<&mut MultiplexedConnection> {
         if self.conn.is_none() {
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(self.connection_timeout))
-                // Longer than the block: redis' default (500 ms) would cut it short.
-                .set_response_timeout(Some(self.block + WATCHDOG_GRACE * 2));
-            let conn = self.redis.get_multiplexed_async_connection_with_config(&config).await?;
+            // Longer than the block: redis' default (500 ms) would cut it short.
+            let conn = self.redis.dedicated(&self.key, self.block + WATCHDOG_GRACE * 2).await?;
             self.conn = Some(conn);
         }
         Ok(self.conn.as_mut().expect("connection was just made"))

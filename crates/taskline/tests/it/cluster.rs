@@ -70,7 +70,7 @@ async fn drain(c: &Client, q: &str) {
 
 /// The whole lifecycle on one queue; every call must succeed. Ends with one
 /// job parked in each state so that every kind of key exists.
-async fn lifecycle(c: &Client, q: &str) {
+pub(crate) async fn lifecycle(c: &Client, q: &str) {
     // Enqueue: unique keys (held until finished, and for a time), bulk with
     // priorities and a caller id holding braces, delayed.
     let unique = c.enqueue(q, job(1).unique("order-1", UniqueMode::UntilFinished)).await.expect("enqueue");

@@ -16,5 +16,7 @@ mod lifecycle;
 mod payload_props;
 mod progress;
 mod repair;
+mod sentinel;
+mod shards;
 mod tls;
 mod watch;

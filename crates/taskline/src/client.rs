@@ -79,6 +79,40 @@ pub struct ClientOptions {
     /// never held back. Every call still gets its own answer, and each
     /// job its own outcome; false sends one script call per call.
     pub coalesce_calls: bool,
+    /// When a state change counts as made: on the primary (default), or
+    /// only once replicas confirm it (see [`Durability`]).
+    pub durability: Durability,
+}
+
+/// How far a state change must have travelled before a call reports it
+/// made. Redis replicates asynchronously, so a primary that dies right
+/// after answering can take its last writes with it when a replica takes
+/// over; which mode to pick is a trade between that window and the cost of
+/// waiting for replicas on every change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Made once the primary ran the script. A failover within the
+    /// replication lag (normally well under a millisecond) may lose the
+    /// latest acknowledged changes: an enqueue is then gone; a completion,
+    /// failure or release is undone, so the job is still leased and runs
+    /// again after its lease expires. Each script's effects replicate as
+    /// one transaction, so a replica never holds half a change: no job is
+    /// ever in two places or in none.
+    #[default]
+    Primary,
+    /// Made only once `replicas` replicas confirm it (`WAIT`, on the node
+    /// that ran the script), within `timeout`; otherwise the call fails with
+    /// [`Error::NotReplicated`] and may be resent. Applies to the changes a
+    /// caller relies on: enqueue, complete, fail, release, checkpoint,
+    /// replay, purge, drain, limits and repairs. Claims, lease extensions,
+    /// reaping, trimming and progress do not wait: losing one of them only
+    /// runs a job again (at least once) or loses a progress report.
+    Replicated {
+        /// Replicas that must confirm each change (at least 1).
+        replicas: u32,
+        /// Longest wait for them.
+        timeout: Duration,
+    },
 }
 
 impl ClientOptions {
@@ -106,6 +140,7 @@ impl Default for ClientOptions {
             response_timeout: Duration::from_secs(5),
             connection_timeout: Duration::from_secs(5),
             coalesce_calls: true,
+            durability: Durability::Primary,
         }
     }
 }
@@ -161,6 +196,12 @@ impl ClientBuilder {
         self
     }
 
+    /// Sets the durability mode (see [`Durability`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.options.durability = durability;
+        self
+    }
+
     /// Replaces every option at once.
     pub fn options(mut self, options: ClientOptions) -> Self {
         self.options = options;
@@ -181,6 +222,14 @@ impl ClientBuilder {
             return Err(Error::InvalidOption {
                 option: "max_attempts",
                 reason: format!("queue {queue:?}: must be at least 1"),
+            });
+        }
+        if let Durability::Replicated { replicas, timeout } = options.durability
+            && (replicas == 0 || timeout.is_zero())
+        {
+            return Err(Error::InvalidOption {
+                option: "durability",
+                reason: "replicated durability needs at least 1 replica and a timeout above zero".into(),
             });
         }
         if options.default_max_attempts == 0 {
@@ -309,24 +358,46 @@ impl Client {
     /// whole script by EVAL, which runs it and leaves it cached on the node
     /// that answered (after a restart, a failover to a replica that never
     /// loaded it, or `SCRIPT FLUSH`). Routed like any keyed command, so on
-    /// a cluster both go to the node that serves the queue's slot.
-    pub(crate) async fn run(
-        &self,
-        script: &Script,
-        keys: &[String],
-        args: Vec<Vec<u8>>,
-    ) -> redis::RedisResult<Value> {
+    /// a cluster both go to the node that serves the queue's slot. With
+    /// [`Durability::Replicated`], a script that records something a caller
+    /// relies on is followed by `WAIT` (see [`Durability`]).
+    pub(crate) async fn run(&self, script: &Script, keys: &[String], args: Vec<Vec<u8>>) -> Result<Value> {
+        let wait = match self.inner.options.durability {
+            Durability::Replicated { replicas, timeout } if crate::scripts::records_promise(script) => {
+                Some((replicas, timeout))
+            }
+            _ => None,
+        };
         let mut evalsha = redis::cmd("EVALSHA");
         evalsha.arg(script.get_hash()).arg(keys.len()).arg(keys).arg(&args);
-        let mut conn = self.conn();
-        match evalsha.query_async(&mut conn).await {
-            Err(err) if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+        match self.send_script(&evalsha, wait).await {
+            Err(Error::Redis(err))
+                if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
                 let mut eval = redis::cmd("EVAL");
                 eval.arg(crate::scripts::source_of(script)).arg(keys.len()).arg(keys).arg(&args);
-                eval.query_async(&mut conn).await
+                self.send_script(&eval, wait).await
             }
             other => other,
         }
+    }
+
+    /// Sends one script call, followed in the same pipeline (so on the same
+    /// connection, to the same node) by `WAIT replicas timeout` when `wait`
+    /// says so. WAIT covers every write this connection sent before it, the
+    /// script's included.
+    async fn send_script(&self, script_call: &redis::Cmd, wait: Option<(u32, Duration)>) -> Result<Value> {
+        let mut conn = self.conn();
+        let Some((wanted, timeout)) = wait else {
+            return Ok(script_call.query_async(&mut conn).await?);
+        };
+        let mut pipe = redis::pipe();
+        pipe.add_command(script_call.clone()).cmd("WAIT").arg(wanted).arg(millis(timeout).max(1));
+        let (value, acked): (Value, u32) = pipe.query_async(&mut conn).await?;
+        if acked < wanted {
+            return Err(Error::NotReplicated { acked, wanted, timeout });
+        }
+        Ok(value)
     }
 
     /// Adds `queue` to the registry of known queues, once per client.

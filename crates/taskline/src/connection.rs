@@ -288,12 +288,23 @@ async fn open_server(url: &str, timeouts: Timeouts) -> Result<Connection> {
 /// A node of a multi-node cluster given as one server would answer MOVED
 /// for most queues: say what to configure instead. (A one-node cluster that
 /// serves every slot works as one server.)
+///
+/// A user whose ACL denies INFO or CLUSTER INFO skips the check: it is
+/// advice, not a rule.
 async fn refuse_cluster_member(conn: &mut ConnectionManager, shown: &str) -> Result<()> {
-    let info: String = redis::cmd("INFO").arg("cluster").query_async(conn).await?;
+    let info: String = match redis::cmd("INFO").arg("cluster").query_async(conn).await {
+        Ok(info) => info,
+        Err(err) if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) => return Ok(()),
+        Err(err) => return Err(err.into()),
+    };
     if field(&info, "cluster_enabled") != Some("1") {
         return Ok(());
     }
-    let cluster: String = redis::cmd("CLUSTER").arg("INFO").query_async(conn).await?;
+    let cluster: String = match redis::cmd("CLUSTER").arg("INFO").query_async(conn).await {
+        Ok(info) => info,
+        Err(err) if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) => return Ok(()),
+        Err(err) => return Err(err.into()),
+    };
     match field(&cluster, "cluster_known_nodes").and_then(|n| n.parse::<u32>().ok()) {
         Some(nodes) if nodes > 1 => Err(Error::WrongDeployment(format!(
             "{shown} is a node of a Redis Cluster of {nodes} nodes: connect as a cluster \

@@ -139,6 +139,25 @@ pub enum Error {
     #[error("{0}")]
     WrongDeployment(String),
 
+    /// With [`crate::Durability::Replicated`]: the change was made on the
+    /// primary, but fewer replicas than required confirmed it in time, so it
+    /// may or may not survive a failover. Resending the same call is safe
+    /// (same job id, same lease token): it changes nothing twice and waits
+    /// for the replicas again.
+    #[error(
+        "the change was made on the primary, but only {acked} of {wanted} replicas confirmed it within \
+         {timeout:?}: it may or may not survive a failover; resending the same call (same job id, same \
+         lease) is safe, and check the replicas' health"
+    )]
+    NotReplicated {
+        /// Replicas that confirmed the write (`WAIT`'s answer).
+        acked: u32,
+        /// Replicas required.
+        wanted: u32,
+        /// How long the client waited for them.
+        timeout: Duration,
+    },
+
     /// Connecting took longer than allowed.
     #[error("could not connect to Redis within {0:?}; check the URL and that the server is up")]
     ConnectTimeout(Duration),
@@ -175,11 +194,14 @@ pub enum Error {
 impl Error {
     /// Maps an error raised by a Lua script to a domain error. `queue` and
     /// `id` name the job the call was about.
-    pub(crate) fn from_script(err: redis::RedisError, queue: &str, id: &str) -> Self {
-        match err.code() {
+    pub(crate) fn from_script(err: Error, queue: &str, id: &str) -> Self {
+        let Error::Redis(redis_err) = &err else {
+            return err;
+        };
+        match redis_err.code() {
             Some("LEASE_LOST") => Error::LeaseLost { queue: queue.into(), id: id.into() },
             Some("JOB_NOT_FOUND") => Error::JobNotFound { queue: queue.into(), id: id.into() },
-            _ => Error::Redis(err),
+            _ => err,
         }
     }
 
@@ -190,6 +212,9 @@ impl Error {
         match self {
             Error::Redis(err) => Error::Redis(err.clone()),
             Error::ConnectTimeout(after) => Error::ConnectTimeout(*after),
+            Error::NotReplicated { acked, wanted, timeout } => {
+                Error::NotReplicated { acked: *acked, wanted: *wanted, timeout: *timeout }
+            }
             Error::Protocol { script, detail } => Error::Protocol { script, detail: detail.clone() },
             other => Error::Protocol { script, detail: other.to_string() },
         }
@@ -199,7 +224,8 @@ impl Error {
     /// timed out) or from a server that is briefly unable to serve
     /// (`LOADING` its data after a restart, `TRYAGAIN`, `MASTERDOWN`,
     /// `CLUSTERDOWN`, `READONLY` from a primary just demoted by a failover),
-    /// rather than from Taskline's rules: the operation's
+    /// or when a change was made but not confirmed by enough replicas
+    /// ([`Error::NotReplicated`]), rather than from Taskline's rules: the operation's
     /// outcome is unknown and the same call may be retried. Every outcome
     /// script is safe to resend.
     pub fn is_connection_error(&self) -> bool {
@@ -222,7 +248,7 @@ impl Error {
                         )
                     )
             }
-            Error::ConnectTimeout(_) => true,
+            Error::ConnectTimeout(_) | Error::NotReplicated { .. } => true,
             _ => false,
         }
     }

@@ -70,7 +70,7 @@ pub mod watch;
 
 pub use admin::{Counts, Replayed};
 pub use backoff::{Backoff, Jitter};
-pub use client::{Client, ClientBuilder, ClientOptions, QueuePolicy, Retention};
+pub use client::{Client, ClientBuilder, ClientOptions, Durability, QueuePolicy, Retention};
 pub use connection::{ClusterTarget, RedisTarget, SentinelTarget};
 pub use doctor::{QueueReport, Violation};
 pub use error::{Error, Result};

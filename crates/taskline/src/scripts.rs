@@ -111,6 +111,17 @@ pub(crate) fn source_of(script: &Script) -> &'static str {
         .expect("every script run is one of SCRIPTS")
 }
 
+/// Whether `script` records something a caller relies on, so that
+/// [`crate::Durability::Replicated`] waits for replicas after it. The
+/// others either read (counts) or change only what a lost write cannot
+/// harm beyond running a job again (claim, extend, reap, trim) or losing a
+/// progress report.
+pub(crate) fn records_promise(script: &Script) -> bool {
+    let s = &*SCRIPTS;
+    let without = [&s.counts, &s.claim, &s.extend, &s.reap, &s.trim, &s.progress];
+    !without.iter().any(|other| other.get_hash() == script.get_hash())
+}
+
 fn source(name: &str) -> &'static str {
     SOURCES
         .iter()

@@ -180,6 +180,12 @@ impl SentinelSet {
         self.agreed_primary().unwrap_or_else(|| panic!("the sentinels do not agree on a primary"))
     }
 
+    /// Like [`SentinelSet::primary_index`], but `None` while the sentinels
+    /// disagree (during a failover) or do not answer.
+    pub fn try_primary_index(&self) -> Option<usize> {
+        self.agreed_primary()
+    }
+
     /// The current primary.
     pub fn primary(&self) -> &RedisServer {
         &self.data[self.primary_index()]

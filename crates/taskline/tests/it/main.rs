@@ -9,6 +9,7 @@ mod support;
 mod auth;
 mod cluster;
 mod coalesce;
+mod durability;
 mod enqueue;
 mod faults;
 mod flow;

@@ -79,7 +79,11 @@ fn a_killed_master_is_replaced_by_its_replica_and_rejoins_as_replica() {
     let promoted = cluster.kill_master(owner);
     assert_eq!(promoted, replica, "its own replica takes over");
     assert_eq!(cluster.master_of_key(key), promoted);
-    assert_eq!(get(&cluster, promoted, key).expect("GET").as_deref(), Some("paid"), "replicated data survives");
+    assert_eq!(
+        get(&cluster, promoted, key).expect("GET").as_deref(),
+        Some("paid"),
+        "replicated data survives"
+    );
     assert!(!cluster.node(owner).is_running());
 
     cluster.restart_node(owner);

@@ -534,6 +534,24 @@ fn redacted_output_loads_back_into_the_same_config() {
     assert_eq!(Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}")), odd);
 }
 
+/// Control characters, U+0080 to U+009F too, are escaped where a value or a
+/// name is printed: a terminal may act on them (U+0085 is a line break).
+/// Pins why `toml_string` is hand-written rather than `toml_writer`'s.
+#[test]
+fn control_characters_are_escaped_in_printed_config_and_error_fields() {
+    let text = "[queues.q]\n[handlers.c]\nqueue = \"q\"\nkind = \"command\"\nprogram = \"sh\"\n\
+        args = [\"a\\nb\", \"\\u0007\\u0008\\u0085\"]\nenv = { MODE = \"x\\u009Fy\" }\n";
+    let config = Config::from_toml_str(text).unwrap_or_else(|e| panic!("{e}"));
+    let printed = config.redacted();
+    assert!(printed.contains(r#"args = ["a\nb", "\u0007\u0008\u0085"]"#), "{printed}");
+    assert!(printed.contains(r#"env = { MODE = "x\u009Fy" }"#), "{printed}");
+    assert!(!printed.contains(['\u{7}', '\u{8}', '\u{85}', '\u{9f}']), "{printed:?}");
+    assert_eq!(Config::from_toml_str(&printed).unwrap_or_else(|e| panic!("{e}\n{printed}")), config);
+
+    let err = Config::from_toml_str("[queues.\"a\\u0085b\"]\n").expect_err("not a queue name");
+    assert_eq!(err.field, r#"queues."a\u0085b""#, "{err}");
+}
+
 #[test]
 fn urls_are_masked() {
     let cases = [

@@ -325,6 +325,31 @@ fn a_bad_duration_names_the_field_and_the_value() {
     assert_eq!(err.field, "worker.shutdown_timeout", "{err}");
 }
 
+/// The messages of the hand-written duration deserializer, which say more
+/// than `humantime-serde` would (the value, the reason, what to write); see
+/// `DurationVisitor`.
+#[test]
+fn duration_errors_name_the_value_and_say_what_to_write() {
+    let cases = [
+        (
+            "\"-1s\"",
+            "invalid duration \"-1s\": expected number at 0; write e.g. \"30s\", \"5m\" or \"1h30m\"",
+        ),
+        ("\"\"", "invalid duration \"\": value was empty; write e.g. \"30s\""),
+        ("\"none\"", "invalid duration \"none\": "),
+        ("30", "invalid duration 30: a duration is a string with a unit, e.g. \"30s\" for seconds"),
+        ("1.5", "invalid duration 1.5: a duration is a string with a unit, e.g. \"30s\""),
+        ("true", "invalid type: boolean `true`, expected a duration string such as \"30s\""),
+    ];
+    for (value, want) in cases {
+        let err = load_err(&format!("[worker]\nlease = {value}\n{QUEUE}"), &[]);
+        assert_eq!(err.field, "worker.lease", "{value}: {err}");
+        assert!(err.message.starts_with(want), "{value}: {err}");
+    }
+    let config = load_ok(&format!("[worker]\nlease = \"30 seconds\"\n{QUEUE}timeout = \"none\"\n"), &[]);
+    assert_eq!((config.worker.lease, config.queues["q"].timeout), (secs(30), None));
+}
+
 #[test]
 fn unknown_fields_are_rejected_naming_them() {
     let cases = [

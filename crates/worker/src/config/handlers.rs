@@ -7,7 +7,6 @@
 //! another kind, naming it.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,10 +14,10 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use taskline::names::plain_name_problem;
 
-use super::{
-    ConfigError, QueueConfig, field_path, format_duration, line, optional_duration, positive, quoted_list,
-    toml_duration, toml_string,
-};
+use super::deserialize::optional_duration;
+use super::render::field_path;
+use super::validate::{positive, quoted_list};
+use super::{ConfigError, QueueConfig, mask_url};
 use crate::interpolate;
 
 /// Longest handler (job) name accepted, in bytes; the client's limit.
@@ -35,7 +34,7 @@ pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
 pub const DEFAULT_TRANSIENT_EXIT_CODES: [i32; 1] = [75];
 
 /// Fields whose value is an array; every other array is a mistake (see
-/// `first_array` in the parent module).
+/// `first_array` in `errors.rs`).
 pub(super) const ARRAY_FIELDS: [&str; 2] = ["args", "transient_exit_codes"];
 
 /// A built-in handler for one job name (`[handlers.<job name>]`).
@@ -112,7 +111,7 @@ impl std::ops::Deref for EndpointUrl {
 
 impl std::fmt::Debug for EndpointUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(&super::mask_url(&self.0), f)
+        std::fmt::Debug::fmt(&mask_url(&self.0), f)
     }
 }
 
@@ -138,7 +137,7 @@ impl std::fmt::Debug for NamedValues {
 }
 
 /// `value` as it may be shown: masked when `name` looks secret.
-fn shown_value<'a>(name: &str, value: &'a str) -> &'a str {
+pub(super) fn shown_value<'a>(name: &str, value: &'a str) -> &'a str {
     if looks_secret(name) { "****" } else { value }
 }
 
@@ -345,73 +344,6 @@ impl HandlerConfig {
         }
         Ok(())
     }
-
-    /// Appends this handler's table to `--check-config` output. Header and
-    /// `env` values are shown as written (references unexpanded), except
-    /// those whose name suggests a secret, which are masked.
-    pub(super) fn write_toml(&self, out: &mut String, name: &str) {
-        let _ = writeln!(out, "\n[{}]", field_path(&["handlers", name]));
-        line(out, "queue", &toml_string(&self.queue));
-        line(out, "kind", &toml_string(self.kind.as_str()));
-        match self.timeout {
-            Some(t) => line(out, "timeout", &toml_duration(t)),
-            None => *out += "# timeout is not set: the queue's timeout applies\n",
-        }
-        match self.max_version {
-            Some(v) => line(out, "max_version", &v.to_string()),
-            None => *out += "# max_version is not set: every payload version is accepted\n",
-        }
-        match self.kind {
-            HandlerKind::Simulate => {}
-            HandlerKind::Http => {
-                if let Some(url) = &self.url {
-                    line(out, "url", &toml_string(&super::mask_url(url)));
-                }
-                line(out, "headers", &masked_table(&self.headers));
-            }
-            HandlerKind::Command => {
-                if let Some(program) = &self.program {
-                    line(out, "program", &toml_string(program));
-                }
-                let args: Vec<String> = self.args.iter().map(|a| toml_string(a)).collect();
-                line(out, "args", &format!("[{}]", args.join(", ")));
-                line(out, "env", &masked_table(&self.env));
-                match &self.working_dir {
-                    Some(dir) => line(out, "working_dir", &toml_string(&dir.display().to_string())),
-                    None => *out += "# working_dir is not set: the worker's working directory\n",
-                }
-                // Unset fields stay comments, so the text loads back equal.
-                match self.kill_grace {
-                    Some(grace) => line(out, "kill_grace", &toml_duration(grace)),
-                    None => {
-                        let _ =
-                            writeln!(out, "# kill_grace is not set: {}", format_duration(DEFAULT_KILL_GRACE));
-                    }
-                }
-                let codes = |codes: &[i32]| {
-                    format!("[{}]", codes.iter().map(i32::to_string).collect::<Vec<_>>().join(", "))
-                };
-                match &self.transient_exit_codes {
-                    Some(list) => line(out, "transient_exit_codes", &codes(list)),
-                    None => {
-                        let _ = writeln!(
-                            out,
-                            "# transient_exit_codes is not set: {}",
-                            codes(&DEFAULT_TRANSIENT_EXIT_CODES)
-                        );
-                    }
-                }
-            }
-        }
-        if self.kind != HandlerKind::Simulate {
-            match self.max_result_bytes {
-                Some(n) => line(out, "max_result_bytes", &n.to_string()),
-                None => {
-                    let _ = writeln!(out, "# max_result_bytes is not set: {DEFAULT_MAX_RESULT_BYTES}");
-                }
-            }
-        }
-    }
 }
 
 /// The dotted path of field `leaf` of handler `name`:
@@ -420,15 +352,6 @@ pub(crate) fn handler_field(name: &str, leaf: &[&str]) -> String {
     let mut parts = vec!["handlers", name];
     parts.extend_from_slice(leaf);
     field_path(&parts)
-}
-
-/// An inline TOML table of `values`, those of secret-looking names masked.
-fn masked_table(values: &NamedValues) -> String {
-    let entries: Vec<String> = values
-        .iter()
-        .map(|(key, value)| format!("{} = {}", field_path(&[key]), toml_string(shown_value(key, value))))
-        .collect();
-    if entries.is_empty() { "{}".into() } else { format!("{{ {} }}", entries.join(", ")) }
 }
 
 /// Whether a header or variable name suggests that its value is a secret.
@@ -444,13 +367,13 @@ fn check_http_url(url: &str) -> Result<(), String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| {
         format!(
             "{:?} is not a URL ({e}); write e.g. \"http://127.0.0.1:8080/jobs/send_email\"",
-            super::mask_url(url)
+            mask_url(url)
         )
     })?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
         return Err(format!(
             "{:?} is not an http:// or https:// URL with a host; write e.g. \"https://mailer.internal/jobs\"",
-            super::mask_url(url)
+            mask_url(url)
         ));
     }
     Ok(())

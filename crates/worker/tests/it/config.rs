@@ -325,6 +325,31 @@ fn a_bad_duration_names_the_field_and_the_value() {
     assert_eq!(err.field, "worker.shutdown_timeout", "{err}");
 }
 
+/// The messages of the hand-written duration deserializer, which say more
+/// than `humantime-serde` would (the value, the reason, what to write); see
+/// `DurationVisitor`.
+#[test]
+fn duration_errors_name_the_value_and_say_what_to_write() {
+    let cases = [
+        (
+            "\"-1s\"",
+            "invalid duration \"-1s\": expected number at 0; write e.g. \"30s\", \"5m\" or \"1h30m\"",
+        ),
+        ("\"\"", "invalid duration \"\": value was empty; write e.g. \"30s\""),
+        ("\"none\"", "invalid duration \"none\": "),
+        ("30", "invalid duration 30: a duration is a string with a unit, e.g. \"30s\" for seconds"),
+        ("1.5", "invalid duration 1.5: a duration is a string with a unit, e.g. \"30s\""),
+        ("true", "invalid type: boolean `true`, expected a duration string such as \"30s\""),
+    ];
+    for (value, want) in cases {
+        let err = load_err(&format!("[worker]\nlease = {value}\n{QUEUE}"), &[]);
+        assert_eq!(err.field, "worker.lease", "{value}: {err}");
+        assert!(err.message.starts_with(want), "{value}: {err}");
+    }
+    let config = load_ok(&format!("[worker]\nlease = \"30 seconds\"\n{QUEUE}timeout = \"none\"\n"), &[]);
+    assert_eq!((config.worker.lease, config.queues["q"].timeout), (secs(30), None));
+}
+
 #[test]
 fn unknown_fields_are_rejected_naming_them() {
     let cases = [
@@ -532,6 +557,24 @@ fn redacted_output_loads_back_into_the_same_config() {
     odd.queues.get_mut("tenant:42").expect("queue").retention.max_age = None;
     let text = odd.redacted();
     assert_eq!(Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}")), odd);
+}
+
+/// Control characters, U+0080 to U+009F too, are escaped where a value or a
+/// name is printed: a terminal may act on them (U+0085 is a line break).
+/// Pins why `toml_string` is hand-written rather than `toml_writer`'s.
+#[test]
+fn control_characters_are_escaped_in_printed_config_and_error_fields() {
+    let text = "[queues.q]\n[handlers.c]\nqueue = \"q\"\nkind = \"command\"\nprogram = \"sh\"\n\
+        args = [\"a\\nb\", \"\\u0007\\u0008\\u0085\"]\nenv = { MODE = \"x\\u009Fy\" }\n";
+    let config = Config::from_toml_str(text).unwrap_or_else(|e| panic!("{e}"));
+    let printed = config.redacted();
+    assert!(printed.contains(r#"args = ["a\nb", "\u0007\u0008\u0085"]"#), "{printed}");
+    assert!(printed.contains(r#"env = { MODE = "x\u009Fy" }"#), "{printed}");
+    assert!(!printed.contains(['\u{7}', '\u{8}', '\u{85}', '\u{9f}']), "{printed:?}");
+    assert_eq!(Config::from_toml_str(&printed).unwrap_or_else(|e| panic!("{e}\n{printed}")), config);
+
+    let err = Config::from_toml_str("[queues.\"a\\u0085b\"]\n").expect_err("not a queue name");
+    assert_eq!(err.field, r#"queues."a\u0085b""#, "{err}");
 }
 
 #[test]

@@ -1,0 +1,222 @@
+//! The claimer: keeps every free slot busy, and idles without polling.
+//!
+//! One turn of its loop ([`Claimer::step`]) either claims or idles:
+//! 1. reserve the free slots the [`Scheduler`] gives out (up to a batch),
+//!    queue by queue;
+//! 2. claim that many jobs of each queue and start a runner per job
+//!    leased; a queue that came back short is marked empty and yields its
+//!    share until something wakes it;
+//! 3. when nothing could be reserved, idle: wake the queues whose next job
+//!    is due, else wait for the first of a wake token (a blocking wait on
+//!    its own connection, under a watchdog: [`WakeListener`]), a freed
+//!    slot, the next due job or allowed start, the idle limit, or shutdown.
+//!
+//! A Redis error backs off, 100 ms doubling to 5 s, then looks at every
+//! queue again. The claimer stops at shutdown, between two calls; the jobs
+//! it started go on under the supervisor (see `worker`).
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use taskline::{Claim, ClaimOptions, Client, QueueName};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::warn;
+
+use crate::metrics::Metrics;
+use crate::runner::{self, RunnerContext};
+use crate::scheduler::Scheduler;
+use crate::waiter::{Waiter, WakeListener, Woken};
+
+/// How often an idle claimer looks at every queue although no wake token
+/// came (the safety net for a lost token).
+const FULL_LOOK_EVERY: Duration = Duration::from_secs(60);
+
+/// How the claimer claims, from the worker configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct ClaimSettings {
+    /// Most jobs reserved and claimed in one turn.
+    pub batch: u32,
+    /// Lease length of each claimed job.
+    pub lease: Duration,
+    /// This worker's instance id, written into its leases.
+    pub worker_id: String,
+    /// Longest blocking wait for a wake token.
+    pub idle_wait: Duration,
+}
+
+/// Fills free slots with claims and starts their runners.
+pub(crate) struct Claimer {
+    client: Client,
+    scheduler: Arc<Scheduler>,
+    metrics: Metrics,
+    settings: ClaimSettings,
+    /// Queue names and their wake lists, by scheduler index.
+    names: Vec<String>,
+    wake_keys: Vec<String>,
+    listener: WakeListener,
+    /// What each runner gets, and where the runners are tracked.
+    jobs: Arc<RunnerContext>,
+    runners: TaskTracker,
+    /// The current pause after Redis errors; zero after a success.
+    trouble: Duration,
+    last_full_look: Instant,
+}
+
+impl Claimer {
+    /// A claimer of the queues in `jobs.scheduler` that starts runners on
+    /// `runners` and idles on `waiter`. Call within a Tokio runtime: the
+    /// waiter gets a task of its own.
+    pub(crate) fn new(
+        settings: ClaimSettings,
+        jobs: Arc<RunnerContext>,
+        runners: TaskTracker,
+        waiter: Waiter,
+    ) -> Self {
+        let names = jobs.scheduler.names();
+        let prefix = &jobs.client.options().prefix;
+        let wake_keys: Vec<String> = names
+            .iter()
+            .map(|name| {
+                let queue = QueueName::new(name).expect("queue names are validated with the config");
+                taskline::keys::QueueKeys::new(prefix, &queue).wake()
+            })
+            .collect();
+        Self {
+            client: jobs.client.clone(),
+            scheduler: jobs.scheduler.clone(),
+            metrics: jobs.metrics.clone(),
+            settings,
+            names,
+            listener: WakeListener::spawn(waiter, wake_keys.clone()),
+            wake_keys,
+            jobs,
+            runners,
+            trouble: Duration::ZERO,
+            last_full_look: Instant::now(),
+        }
+    }
+
+    /// Runs until `shutdown`. Stopping it first keeps new jobs from
+    /// starting while the supervisor lets the running ones end.
+    pub(crate) async fn run(mut self, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            if self.step(&shutdown).await.is_break() {
+                return;
+            }
+        }
+    }
+
+    /// One turn: claim for the free slots, or idle when none can be
+    /// reserved. Breaks at shutdown.
+    pub(crate) async fn step(&mut self, shutdown: &CancellationToken) -> ControlFlow<()> {
+        let picks = self.scheduler.reserve(self.settings.batch);
+        if picks.is_empty() { self.idle(shutdown).await } else { self.claim(picks, shutdown).await }
+    }
+
+    /// Claims the reserved `picks`, `(queue index, count)`, one queue after
+    /// the other, and starts a runner per job leased.
+    async fn claim(&mut self, picks: Vec<(usize, u32)>, shutdown: &CancellationToken) -> ControlFlow<()> {
+        for (q, count) in picks {
+            let options =
+                ClaimOptions { count, lease: self.settings.lease, worker: self.settings.worker_id.clone() };
+            match self.client.claim(&self.names[q], &options).await {
+                Ok(claim) => self.start_runners(q, count, claim),
+                Err(err) => {
+                    self.metrics.redis_error("claim");
+                    self.scheduler.unreserve(q, count, true);
+                    let pause = self.next_pause();
+                    warn!(queue = %self.names[q], error = %err, retry_in = ?pause, "claim failed; backing off");
+                    self.back_off(pause, shutdown).await?;
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Gives back the `count` slots of queue `q` that `claim` left unused
+    /// (marking the queue empty if it came back short), then starts a
+    /// runner per job leased, each in one of the slots.
+    fn start_runners(&mut self, q: usize, count: u32, claim: Claim) {
+        self.metrics.redis_ok();
+        self.trouble = Duration::ZERO;
+        self.scheduler.note_claim(q, &claim, &self.metrics);
+        let got = claim.jobs.len() as u32;
+        self.scheduler.unreserve(q, count - got.min(count), got < count);
+        for job in claim.jobs {
+            self.runners.spawn(runner::run(self.jobs.clone(), q, job));
+        }
+    }
+
+    /// No queue with room has known work. Wakes the due ones, else waits
+    /// for whichever comes first: a wake token, a freed slot (a busy queue
+    /// may take more), the next due job or allowed start, or the idle limit
+    /// (a safety net for a missed token).
+    async fn idle(&mut self, shutdown: &CancellationToken) -> ControlFlow<()> {
+        let now = Instant::now();
+        if self.scheduler.wake_due(now) {
+            return ControlFlow::Continue(());
+        }
+        let until_due = self.scheduler.next_due().map(|at| at.saturating_duration_since(now));
+        let due_timer = async {
+            match until_due {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        // The listener's wait survives the other branches winning: its
+        // result comes with the next call.
+        let woken = tokio::select! {
+            woken = self.listener.next(self.settings.idle_wait) => woken,
+            _ = self.scheduler.slot_freed() => return ControlFlow::Continue(()),
+            _ = due_timer => return ControlFlow::Continue(()),
+            _ = shutdown.cancelled() => return ControlFlow::Break(()),
+        };
+        self.on_woken(woken, shutdown).await
+    }
+
+    /// Marks the queues a finished wait says may have work.
+    async fn on_woken(&mut self, woken: Woken, shutdown: &CancellationToken) -> ControlFlow<()> {
+        match woken {
+            Woken::Key(key) => match self.wake_keys.iter().position(|k| *k == key) {
+                Some(q) => self.scheduler.wake(q),
+                None => self.scheduler.wake_all(),
+            },
+            // The safety net for a missed wake token (a worker that took
+            // one and died): look at every queue now and then, not on every
+            // timeout, so that idle costs stay flat whatever the number of
+            // queues.
+            Woken::Timeout if self.last_full_look.elapsed() >= FULL_LOOK_EVERY => {
+                self.last_full_look = Instant::now();
+                self.scheduler.wake_all();
+            }
+            Woken::Timeout => {}
+            Woken::Failed => {
+                self.metrics.redis_error("wait");
+                let pause = self.next_pause();
+                self.back_off(pause, shutdown).await?;
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// The pause after one more Redis failure: 100 ms doubling to 5 s.
+    fn next_pause(&mut self) -> Duration {
+        self.trouble = (self.trouble * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        self.trouble
+    }
+
+    /// Sleeps `pause` after a Redis failure, then marks every queue as
+    /// possibly having work (the failure hid what they hold). Breaks if
+    /// shutdown began meanwhile.
+    async fn back_off(&self, pause: Duration, shutdown: &CancellationToken) -> ControlFlow<()> {
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.cancelled() => return ControlFlow::Break(()),
+        }
+        self.scheduler.wake_all();
+        ControlFlow::Continue(())
+    }
+}
+

@@ -220,3 +220,148 @@ impl Claimer {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use taskline::{Backoff, Counts, NewJob};
+    use taskline_testkit::RedisServer;
+
+    use super::*;
+    use crate::handler::{JobContext, handler_fn};
+    use crate::leases::HeldLeases;
+    use crate::queues::{QueueRuntime, Registered};
+    use crate::runner::JobStops;
+    use crate::scheduler::QueueShare;
+
+    const QUEUE: &str = "q";
+    /// Longer than any test: a step that returns came from a wake token,
+    /// a freed slot or shutdown, never from the idle limit.
+    const IDLE_WAIT: Duration = Duration::from_secs(60);
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    /// A claimer of queue `q` with `slots` slots whose handler of `hold`
+    /// jobs runs until it is cancelled, with its runners and their context.
+    async fn claimer(server: &RedisServer, slots: u32) -> (Claimer, Arc<RunnerContext>, TaskTracker) {
+        let client = Client::connect(&server.url()).await.expect("connect");
+        let share = QueueShare { name: QUEUE.into(), weight: 1, strict: false, concurrency: slots };
+        let hold = handler_fn(|ctx: JobContext, _: serde_json::Value| async move {
+            ctx.cancelled().await;
+            Ok(None)
+        });
+        let handlers =
+            HashMap::from([("hold".to_string(), Registered { handler: Arc::new(hold), timeout: None })]);
+        let jobs = Arc::new(RunnerContext {
+            client,
+            scheduler: Arc::new(Scheduler::new(vec![share], 100)),
+            leases: Arc::new(HeldLeases::default()),
+            metrics: Metrics::disabled(),
+            queues: vec![QueueRuntime {
+                name: QUEUE.into(),
+                backoff: Backoff::default(),
+                timeout: None,
+                handlers,
+            }],
+            worker_id: "test-worker".into(),
+            lease: Duration::from_secs(30),
+            version_retry_delay: Duration::from_secs(1),
+            max_version_retries: 3,
+            log_payloads: false,
+            progress_interval: Duration::from_secs(1),
+            stops: JobStops::default(),
+        });
+        let settings = ClaimSettings {
+            batch: 10,
+            lease: jobs.lease,
+            worker_id: jobs.worker_id.clone(),
+            idle_wait: IDLE_WAIT,
+        };
+        let runners = TaskTracker::new();
+        let claimer = Claimer::new(settings, jobs.clone(), runners.clone(), Waiter::new(server.client()));
+        (claimer, jobs, runners)
+    }
+
+    async fn enqueue_holds(client: &Client, n: usize) {
+        let jobs = (0..n).map(|i| NewJob::new("hold", &i).expect("job")).collect();
+        client.enqueue_bulk(QUEUE, jobs).await.expect("enqueue");
+    }
+
+    async fn counts(client: &Client) -> Counts {
+        client.counts(QUEUE).await.expect("counts")
+    }
+
+    /// Releases every running job (as shutdown does) and waits for the
+    /// runners to record it.
+    async fn release_all(jobs: &RunnerContext, runners: &TaskTracker) {
+        jobs.stops.abort_jobs.cancel();
+        runners.close();
+        tokio::time::timeout(LIMIT, runners.wait()).await.expect("runners release their jobs");
+    }
+
+    #[tokio::test]
+    async fn a_step_leases_what_fits_the_free_slots_and_no_more() {
+        let server = RedisServer::start();
+        let (mut claimer, jobs, runners) = claimer(&server, 2).await;
+        enqueue_holds(&jobs.client, 5).await;
+        let shutdown = CancellationToken::new();
+
+        assert!(claimer.step(&shutdown).await.is_continue());
+
+        let after = counts(&jobs.client).await;
+        assert_eq!((after.active, after.ready), (2, 3), "two slots, two leases: {after:?}");
+        assert_eq!(jobs.scheduler.in_flight(), (2, vec![2]), "both slots are taken by runners");
+        assert_eq!(runners.len(), 2, "one runner per leased job");
+        assert!(jobs.scheduler.reserve(10).is_empty(), "no slot is left for another claim");
+
+        release_all(&jobs, &runners).await;
+        let after = counts(&jobs.client).await;
+        assert_eq!((after.active, after.ready), (0, 5), "released, not lost: {after:?}");
+        assert_eq!(jobs.scheduler.in_flight(), (0, vec![0]), "the runners freed their slots");
+    }
+
+    #[tokio::test]
+    async fn a_queue_that_came_back_short_idles_until_a_job_arrives() {
+        let server = RedisServer::start();
+        let (mut claimer, jobs, runners) = claimer(&server, 10).await;
+        enqueue_holds(&jobs.client, 1).await;
+        let shutdown = CancellationToken::new();
+        assert!(claimer.step(&shutdown).await.is_continue());
+        assert_eq!(counts(&jobs.client).await.active, 1);
+        assert!(jobs.scheduler.reserve(10).is_empty(), "the short claim marked the queue empty");
+
+        // Idle steps end only on a wake token, a freed slot (the unused
+        // reservations of the first claim) or shutdown: the idle limit is
+        // longer than this test. So the second job is claimed because its
+        // enqueue woke the claimer, not because it polled.
+        let step_until_two_active = async {
+            enqueue_holds(&jobs.client, 1).await;
+            while counts(&jobs.client).await.active < 2 {
+                assert!(claimer.step(&shutdown).await.is_continue());
+            }
+        };
+        tokio::time::timeout(LIMIT, step_until_two_active).await.expect("the new job is claimed");
+        assert_eq!(jobs.scheduler.in_flight().0, 2);
+
+        release_all(&jobs, &runners).await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_claim_gives_its_slots_back_and_stops_at_shutdown() {
+        let server = RedisServer::start();
+        let (mut claimer, jobs, runners) = claimer(&server, 2).await;
+        server.kill();
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+
+        let step = tokio::time::timeout(LIMIT, claimer.step(&shutdown)).await.expect("a step ends");
+
+        assert!(step.is_break(), "the back-off pause ends at shutdown");
+        assert_eq!(
+            jobs.scheduler.in_flight(),
+            (0, vec![0]),
+            "the failed claim's reservations are given back"
+        );
+        assert!(runners.is_empty(), "no runner started");
+        assert_eq!(claimer.trouble, Duration::from_millis(100), "the first pause after an error");
+    }
+}

@@ -315,42 +315,31 @@ impl Running {
     /// Stops everything in the order of the module docs (the numbers are
     /// its steps); `hurry` cuts step 2 short.
     async fn shut_down(self, hurry: &CancellationToken) -> WorkerReport {
-        let Running {
-            worker_id,
-            shutdown_timeout,
-            claimer,
-            runners,
-            leases,
-            stops,
-            renewer,
-            reaper,
-            observers,
-        } = self;
-        info!(running = leases.running(), "shutdown: no new jobs; waiting for running ones");
-        let _ = claimer.await; // 1
-        runners.close();
+        info!(running = self.leases.running(), "shutdown: no new jobs; waiting for running ones");
+        let _ = self.claimer.await; // 1
+        self.runners.close();
         let finished = tokio::select! {
-            _ = runners.wait() => true,                      // 2
-            _ = tokio::time::sleep(shutdown_timeout) => false,
+            _ = self.runners.wait() => true, // 2
+            _ = tokio::time::sleep(self.shutdown_timeout) => false,
             _ = hurry.cancelled() => false,
         };
         let mut report = WorkerReport::default();
         if !finished {
-            report.released_at_shutdown = leases.running();
+            report.released_at_shutdown = self.leases.running();
             warn!(
-                still_running = leases.running(),
+                still_running = self.leases.running(),
                 "shutdown: releasing the jobs still running back to their queues"
             );
-            stops.abort_jobs.cancel(); // 3
-            if tokio::time::timeout(OUTCOME_GRACE, runners.wait()).await.is_err() {
-                stops.hard_stop.cancel(); // 4
-                runners.wait().await;
+            self.stops.abort_jobs.cancel(); // 3
+            if tokio::time::timeout(OUTCOME_GRACE, self.runners.wait()).await.is_err() {
+                self.stops.hard_stop.cancel(); // 4
+                self.runners.wait().await;
             }
         }
-        renewer.stop().await; // 5
-        reaper.stop().await; // 6
-        observers.stop().await; // 7
-        info!(worker = %worker_id, "worker stopped");
+        self.renewer.stop().await; // 5
+        self.reaper.stop().await; // 6
+        self.observers.stop().await; // 7
+        info!(worker = %self.worker_id, "worker stopped");
         report
     }
 }

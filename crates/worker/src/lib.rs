@@ -25,9 +25,15 @@
 //!
 //! - [`config`]: the TOML configuration, env overrides and validation.
 //! - [`handler`]: [`Handler`], [`JobContext`], [`JobError`], [`handler_fn`].
-//! - [`worker`]: [`Worker`], its builder and the supervisor (shutdown order).
+//! - [`worker`]: [`Worker`], its builder and the supervisor: it starts the
+//!   components below and stops them in a documented order.
+//! - `claimer`: the claim loop: fills free slots with claims and starts a
+//!   runner per job, idles on the [`waiter`] when there is no work.
 //! - [`scheduler`]: slots, per-queue concurrency, weights and strict queues.
-//! - `runner`: one job's run and the recording of its outcome.
+//! - `runner`: one job's run and the recording of its outcome, with the
+//!   narrow context every runner shares.
+//! - `queues`: each queue's settings and handlers at run time, by
+//!   scheduler index.
 //! - `progress`: coalesced progress writes and checkpoints of a running job.
 //! - [`leases`]: held leases and the [`leases::LeaseRenewer`] heartbeat.
 //! - [`reaper`]: recovery of expired leases.
@@ -46,6 +52,7 @@
 //! - [`logging`]: tracing setup (text or JSON).
 
 mod builtin;
+mod claimer;
 pub mod command;
 pub mod config;
 pub mod handler;
@@ -58,6 +65,7 @@ pub mod metrics;
 pub mod output;
 pub mod process_group;
 mod progress;
+mod queues;
 pub mod reaper;
 pub mod reports;
 mod runner;

@@ -12,13 +12,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use taskline::{ClaimOptions, ClaimedJob, Completion, Error, FailOutcome, Failure};
+use taskline::{ClaimOptions, ClaimedJob, Client, Completion, Error, FailOutcome, Failure};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::handler::{JobContext, JobError};
+use crate::leases::HeldLeases;
+use crate::metrics::Metrics;
 use crate::progress::JobReporter;
-use crate::worker::Shared;
+use crate::queues::QueueRuntime;
+use crate::scheduler::Scheduler;
 
 /// How long a cancelled handler (timeout, lost lease, shutdown) may take to
 /// react to `ctx.cancelled()` before it is dropped.
@@ -28,6 +31,46 @@ const CANCEL_GRACE: Duration = Duration::from_secs(1);
 /// under a heartbeat, so an outcome lands soon after Redis is back.
 const RESEND_FIRST: Duration = Duration::from_millis(100);
 const RESEND_MAX: Duration = Duration::from_millis(500);
+
+/// What every runner uses, shared by all of them: the claimer hands each
+/// runner it starts an `Arc` of it.
+pub(crate) struct RunnerContext {
+    pub client: Client,
+    /// The slot table: a runner frees its job's slot, or hands it to the
+    /// successor that complete-and-claim leased.
+    pub scheduler: Arc<Scheduler>,
+    /// Every running job's lease, renewed by the heartbeat.
+    pub leases: Arc<HeldLeases>,
+    /// Where outcomes, Redis errors and in-flight jobs are counted.
+    pub metrics: Metrics,
+    /// By scheduler index: each queue's settings and handlers.
+    pub queues: Vec<QueueRuntime>,
+    /// This worker's instance id, written into the leases it takes.
+    pub worker_id: String,
+    /// Lease length of a successor taken by complete-and-claim.
+    pub lease: Duration,
+    /// How long a job whose payload version is too new waits before it
+    /// runs again, and how many times it is handed back so.
+    pub version_retry_delay: Duration,
+    pub max_version_retries: u32,
+    pub log_payloads: bool,
+    /// Least time between two progress writes of one job.
+    pub progress_interval: Duration,
+    pub stops: JobStops,
+}
+
+/// The supervisor's signals to running jobs, in the order it gives them
+/// (see the shutdown order in `worker`).
+#[derive(Clone, Default)]
+pub(crate) struct JobStops {
+    /// Cancelled at the start of shutdown: take no successor by
+    /// complete-and-claim (the claimer stops on the same token).
+    pub stop_claiming: CancellationToken,
+    /// Cancelled when running jobs must stop and be released.
+    pub abort_jobs: CancellationToken,
+    /// Cancelled when outcome resends must give up.
+    pub hard_stop: CancellationToken,
+}
 
 /// How one attempt ended, before it is recorded.
 enum Outcome {
@@ -42,7 +85,7 @@ enum Outcome {
 /// Runs `job` of queue index `queue` and, while the scheduler agrees, the
 /// successors that complete-and-claim hands over. Holds one slot
 /// throughout; [`record`] frees it when no successor follows.
-pub(crate) async fn run(shared: Arc<Shared>, queue: usize, first: ClaimedJob) {
+pub(crate) async fn run(ctx: Arc<RunnerContext>, queue: usize, first: ClaimedJob) {
     let mut next = Some(first);
     while let Some(job) = next.take() {
         let span = info_span!(
@@ -54,22 +97,22 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: usize, first: ClaimedJob) {
             correlation_id = job.correlation_id.as_deref().unwrap_or(""),
         );
         next = async {
-            if shared.log_payloads {
+            if ctx.log_payloads {
                 info!(payload = %job.payload, "claimed");
             } else {
                 info!("claimed");
             }
-            let _in_flight = shared.metrics.in_flight(&job.lease.queue);
+            let _in_flight = ctx.metrics.in_flight(&job.lease.queue);
             let started = Instant::now();
             // Held until the outcome is recorded or given up, not only
             // while the handler runs: the heartbeat must renew the lease of
             // an outcome that waits for Redis.
             let lost = CancellationToken::new();
-            shared.leases.insert(job.lease.clone(), lost.clone());
-            let outcome = execute(&shared, queue, &job, &lost).await;
-            shared.leases.recording(&job.lease);
-            let successor = record(&shared, queue, &job, outcome, started).await;
-            shared.leases.remove(&job.lease);
+            ctx.leases.insert(job.lease.clone(), lost.clone());
+            let outcome = execute(&ctx, queue, &job, &lost).await;
+            ctx.leases.recording(&job.lease);
+            let successor = record(&ctx, queue, &job, outcome, started).await;
+            ctx.leases.remove(&job.lease);
             successor
         }
         .instrument(span)
@@ -78,8 +121,8 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: usize, first: ClaimedJob) {
 }
 
 /// Runs the handler of `job`; `lost` is cancelled when its lease is lost.
-async fn execute(shared: &Shared, queue: usize, job: &ClaimedJob, lost: &CancellationToken) -> Outcome {
-    let Some(registered) = shared.handlers[queue].get(&job.name) else {
+async fn execute(ctx: &RunnerContext, queue: usize, job: &ClaimedJob, lost: &CancellationToken) -> Outcome {
+    let Some(registered) = ctx.queues[queue].handlers.get(&job.name) else {
         return Outcome::Failed(
             JobError::permanent(format!(
                 "no handler for job name {:?} on queue {:?}; register one, or enqueue it to a queue whose workers handle it",
@@ -90,14 +133,14 @@ async fn execute(shared: &Shared, queue: usize, job: &ClaimedJob, lost: &Cancell
     };
     let supported = registered.handler.max_version();
     if job.version > supported {
-        if job.releases < shared.max_version_retries {
+        if job.releases < ctx.max_version_retries {
             warn!(
                 version = job.version,
                 supported,
                 releases = job.releases,
                 "payload version is newer than this worker's handler (a deploy under way?); handing the job back"
             );
-            return Outcome::Release(Some(shared.version_retry_delay));
+            return Outcome::Release(Some(ctx.version_retry_delay));
         }
         return Outcome::Failed(
             JobError::permanent(format!(
@@ -108,13 +151,12 @@ async fn execute(shared: &Shared, queue: usize, job: &ClaimedJob, lost: &Cancell
         );
     }
 
-    let timeout = job.timeout.or(registered.timeout).or(shared.queues[queue].timeout);
+    let timeout = job.timeout.or(registered.timeout).or(ctx.queues[queue].timeout);
     let cancel = lost.child_token();
-    let (reporter, flusher) =
-        JobReporter::new(shared.client.clone(), job.lease.clone(), shared.progress_interval);
+    let (reporter, flusher) = JobReporter::new(ctx.client.clone(), job.lease.clone(), ctx.progress_interval);
     let stop_flusher = CancellationToken::new();
     let flusher = tokio::spawn(flusher.run(stop_flusher.clone()));
-    let ctx = JobContext {
+    let job_context = JobContext {
         id: job.lease.job_id.clone(),
         queue: job.lease.queue.clone(),
         name: job.name.clone(),
@@ -123,13 +165,13 @@ async fn execute(shared: &Shared, queue: usize, job: &ClaimedJob, lost: &Cancell
         version: job.version,
         correlation_id: job.correlation_id.clone(),
         checkpoint: job.checkpoint.clone(),
-        worker: shared.worker_id.clone(),
+        worker: ctx.worker_id.clone(),
         cancel: cancel.clone(),
         reporter: Some(Arc::new(reporter)),
     };
     // Its own task, so a panic is caught as a JoinError instead of taking
     // the worker down.
-    let mut task = tokio::spawn(registered.handler.handle(ctx, job.payload.clone()));
+    let mut task = tokio::spawn(registered.handler.handle(job_context, job.payload.clone()));
     let deadline = async {
         match timeout {
             Some(t) => tokio::time::sleep(t).await,
@@ -146,7 +188,7 @@ async fn execute(shared: &Shared, queue: usize, job: &ClaimedJob, lost: &Cancell
             Outcome::Failed(JobError::transient(format!("timed out after {}", humantime::format_duration(timeout.unwrap_or_default()))))
         }
         _ = lost.cancelled() => Outcome::Discard,
-        _ = shared.abort_jobs.cancelled() => Outcome::Release(None),
+        _ = ctx.stops.abort_jobs.cancelled() => Outcome::Release(None),
     };
     cancel.cancel();
     if !task.is_finished() {
@@ -170,7 +212,7 @@ async fn execute(shared: &Shared, queue: usize, job: &ClaimedJob, lost: &Cancell
 /// leased one, which inherits the slot. When it returns `None` the slot has
 /// been freed.
 async fn record(
-    shared: &Shared,
+    ctx: &RunnerContext,
     queue: usize,
     job: &ClaimedJob,
     outcome: Outcome,
@@ -180,45 +222,44 @@ async fn record(
     let lease = &job.lease;
     match outcome {
         Outcome::Success(result) => {
-            if !shared.stop_claiming.is_cancelled() && shared.scheduler.hand_over(queue) {
-                let claim = ClaimOptions { count: 1, lease: shared.lease, worker: shared.worker_id.clone() };
-                let reply = resend(shared, "complete", &lease.queue, || {
-                    shared.client.complete_and_claim(lease, result.as_ref(), &claim)
+            if !ctx.stops.stop_claiming.is_cancelled() && ctx.scheduler.hand_over(queue) {
+                let claim = ClaimOptions { count: 1, lease: ctx.lease, worker: ctx.worker_id.clone() };
+                let reply = resend(ctx, "complete", &lease.queue, || {
+                    ctx.client.complete_and_claim(lease, result.as_ref(), &claim)
                 })
                 .await;
                 return match reply {
                     Some((completion, mut claim)) => {
-                        log_completion(shared, job, completion, elapsed);
-                        crate::worker::note_claim(shared, queue, &claim);
+                        log_completion(ctx, job, completion, elapsed);
+                        ctx.scheduler.note_claim(queue, &claim, &ctx.metrics);
                         let successor = claim.jobs.pop();
                         if successor.is_none() {
-                            shared.scheduler.unreserve(queue, 1, true);
+                            ctx.scheduler.unreserve(queue, 1, true);
                         }
                         successor
                     }
                     None => {
-                        shared.scheduler.unreserve(queue, 1, false);
+                        ctx.scheduler.unreserve(queue, 1, false);
                         None
                     }
                 };
             }
             // hand_over said no: the slot is already free for the claimer.
             if let Some(completion) =
-                resend(shared, "complete", &lease.queue, || shared.client.complete(lease, result.as_ref()))
-                    .await
+                resend(ctx, "complete", &lease.queue, || ctx.client.complete(lease, result.as_ref())).await
             {
-                log_completion(shared, job, completion, elapsed);
+                log_completion(ctx, job, completion, elapsed);
             }
             return None;
         }
         Outcome::Failed(err) if err.rate_limited => {
             let wait = err.retry_after.unwrap_or_default();
-            if let Some(released) = resend(shared, "release", &lease.queue, || {
-                shared.client.release_rate_limited(lease, wait, err.hold_queue)
+            if let Some(released) = resend(ctx, "release", &lease.queue, || {
+                ctx.client.release_rate_limited(lease, wait, err.hold_queue)
             })
             .await
             {
-                shared.metrics.rate_limited(&lease.queue, &job.name);
+                ctx.metrics.rate_limited(&lease.queue, &job.name);
                 info!(
                     retry_in = %humantime::format_duration(wait),
                     queue_held = err.hold_queue,
@@ -230,16 +271,16 @@ async fn record(
         Outcome::Failed(err) => {
             let retry_delay = err
                 .retry_after
-                .unwrap_or_else(|| job.backoff.unwrap_or(shared.queues[queue].backoff).delay(job.attempt));
+                .unwrap_or_else(|| job.backoff.unwrap_or(ctx.queues[queue].backoff).delay(job.attempt));
             let failure = Failure {
                 kind: err.kind,
                 reason: err.reason.clone(),
                 message: err.message.clone(),
                 retry_delay,
             };
-            match resend(shared, "fail", &lease.queue, || shared.client.fail(lease, &failure)).await {
+            match resend(ctx, "fail", &lease.queue, || ctx.client.fail(lease, &failure)).await {
                 Some(FailOutcome::Retrying { .. }) => {
-                    shared.metrics.retried(&lease.queue, &job.name);
+                    ctx.metrics.retried(&lease.queue, &job.name);
                     warn!(
                         error = %err.message,
                         kind = err.kind.as_str(),
@@ -248,7 +289,7 @@ async fn record(
                     );
                 }
                 Some(FailOutcome::Dead { reason, .. }) => {
-                    shared.metrics.dead(&lease.queue, &job.name);
+                    ctx.metrics.dead(&lease.queue, &job.name);
                     error!(
                         error = %err.message,
                         kind = err.kind.as_str(),
@@ -261,9 +302,9 @@ async fn record(
         }
         Outcome::Release(delay) => {
             if let Some(released) =
-                resend(shared, "release", &lease.queue, || shared.client.release(lease, delay)).await
+                resend(ctx, "release", &lease.queue, || ctx.client.release(lease, delay)).await
             {
-                shared.metrics.released(&lease.queue, &job.name);
+                ctx.metrics.released(&lease.queue, &job.name);
                 info!(releases = released.releases, delay = ?delay, "released back to the queue");
             }
         }
@@ -271,12 +312,12 @@ async fn record(
             warn!("lease lost while running; outcome discarded (another attempt owns the job)")
         }
     }
-    shared.scheduler.finish(queue);
+    ctx.scheduler.finish(queue);
     None
 }
 
-fn log_completion(shared: &Shared, job: &ClaimedJob, completion: Completion, elapsed: Duration) {
-    shared.metrics.completed(&job.lease.queue, &job.name, elapsed);
+fn log_completion(ctx: &RunnerContext, job: &ClaimedJob, completion: Completion, elapsed: Duration) {
+    ctx.metrics.completed(&job.lease.queue, &job.name, elapsed);
     match completion {
         Completion::Completed => info!(took_ms = elapsed.as_millis() as u64, "completed"),
         Completion::AlreadyCompleted => info!("completed (confirmed on resend)"),
@@ -286,7 +327,7 @@ fn log_completion(shared: &Shared, job: &ClaimedJob, completion: Completion, ela
 /// Sends an outcome call until it lands. Connection errors are retried
 /// with the same lease token (safe: the scripts are idempotent per token);
 /// a lost lease or a missing job ends it with `None`.
-async fn resend<T, F, Fut>(shared: &Shared, what: &'static str, queue: &str, mut call: F) -> Option<T>
+async fn resend<T, F, Fut>(ctx: &RunnerContext, what: &'static str, queue: &str, mut call: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = taskline::Result<T>>,
@@ -295,12 +336,12 @@ where
     loop {
         match call().await {
             Ok(value) => {
-                shared.metrics.redis_ok();
+                ctx.metrics.redis_ok();
                 return Some(value);
             }
             Err(Error::LeaseLost { .. }) => {
-                shared.metrics.redis_ok();
-                shared.metrics.lease_lost(queue);
+                ctx.metrics.redis_ok();
+                ctx.metrics.lease_lost(queue);
                 // The heartbeat renewed the lease until now, so it really
                 // ran out: Redis was unreachable for longer than the lease,
                 // or this process stalled.
@@ -317,11 +358,11 @@ where
                 return None;
             }
             Err(err) if err.is_connection_error() => {
-                shared.metrics.redis_error(what);
+                ctx.metrics.redis_error(what);
                 warn!(what, error = %err, retry_in = ?pause, "could not record the outcome; resending with the same lease");
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
-                    _ = shared.hard_stop.cancelled() => {
+                    _ = ctx.stops.hard_stop.cancelled() => {
                         error!(what, "shutting down with the outcome unrecorded; the lease will expire and the job run again");
                         return None;
                     }
@@ -329,7 +370,7 @@ where
                 pause = (pause * 2).min(RESEND_MAX);
             }
             Err(err) => {
-                shared.metrics.redis_error(what);
+                ctx.metrics.redis_error(what);
                 error!(what, error = %err, "could not record the outcome; the lease will expire and the job run again");
                 return None;
             }

@@ -11,7 +11,8 @@
 //!   delayed job, the end of a rate-limit wait, the idle timeout).
 //! - Each queue remembers when its next job is due (the earliest delayed
 //!   job, or the next start a rate limit allows), from whichever claim saw
-//!   it last: the claimer's or a runner's complete-and-claim.
+//!   it last: the claimer's or a runner's complete-and-claim. Both hand
+//!   their claims to [`Scheduler::note_claim`].
 //!
 //! Pure bookkeeping under a std mutex (never held across an `.await`), so a
 //! test can drive it directly.
@@ -19,7 +20,10 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
+use taskline::Claim;
 use tokio::sync::Notify;
+
+use crate::metrics::Metrics;
 
 /// Settings of one queue, as the scheduler sees it.
 #[derive(Debug, Clone)]
@@ -151,6 +155,17 @@ impl Scheduler {
     /// as the latest claim reported.
     pub fn set_due(&self, queue: usize, due: Option<Instant>) {
         self.lock().queues[queue].due = due;
+    }
+
+    /// Takes note of what a claim of `queue` reported besides its jobs:
+    /// when the queue's next job is due (or its next start allowed), and,
+    /// counted into `metrics`, whether a queue-wide limit held it back.
+    pub fn note_claim(&self, queue: usize, claim: &Claim, metrics: &Metrics) {
+        self.set_due(queue, claim.next_due_in().map(|d| Instant::now() + d));
+        if let Some(limit) = claim.limited {
+            let name = self.lock().queues[queue].share.name.clone();
+            metrics.flow_limited(&name, limit);
+        }
     }
 
     /// Wakes every queue whose due time has come; true if any did.

@@ -16,7 +16,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, warn};
 
 /// Extra time past the block before the watchdog gives up on an answer.
@@ -107,11 +107,17 @@ pub struct WakeListener {
     requests: mpsc::Sender<Duration>,
     results: mpsc::Receiver<Woken>,
     pending: bool,
+    /// Ends the task when the listener is dropped, even mid-wait, so that
+    /// its connection closes with its owner.
+    _stop: DropGuard,
 }
 
 impl WakeListener {
-    /// Starts the listener task for `keys`; it ends with `stop`.
-    pub fn spawn(mut waiter: Waiter, keys: Vec<String>, stop: CancellationToken) -> Self {
+    /// Starts the listener task for `keys` (within a Tokio runtime); it ends
+    /// when the listener is dropped.
+    pub fn spawn(mut waiter: Waiter, keys: Vec<String>) -> Self {
+        let stop = CancellationToken::new();
+        let stop_guard = stop.clone().drop_guard();
         let (request_tx, mut request_rx) = mpsc::channel::<Duration>(1);
         let (result_tx, result_rx) = mpsc::channel::<Woken>(1);
         tokio::spawn(async move {
@@ -132,7 +138,7 @@ impl WakeListener {
                 }
             }
         });
-        Self { requests: request_tx, results: result_rx, pending: false }
+        Self { requests: request_tx, results: result_rx, pending: false, _stop: stop_guard }
     }
 
     /// Starts a wait of up to `block` unless one is already in flight, then

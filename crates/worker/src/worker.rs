@@ -2,9 +2,9 @@
 //! components until shutdown.
 //!
 //! Components, each a small struct with `run(shutdown)`:
-//! - the claimer (in this file): fills free slots with claims, picks queues
-//!   by the [`Scheduler`], and idles on the [`Waiter`] when there is no work;
-//! - one runner task per job (`runner`);
+//! - the claimer (`claimer`): fills free slots with claims, picks queues by
+//!   the [`Scheduler`], and idles on the [`Waiter`] when there is no work;
+//! - one runner task per job (`runner`), started by the claimer;
 //! - the [`LeaseRenewer`] heartbeat;
 //! - the [`Reaper`] of expired leases;
 //! - the [`QueueSampler`] of queue depths and DLQ alerts, and the
@@ -28,29 +28,29 @@
 //!    as the process still works.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use taskline::{Backoff, Claim, ClaimOptions, Client, ClientOptions, QueueName, QueuePolicy};
+use taskline::{Client, ClientOptions, QueuePolicy};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::builtin::Builtins;
+use crate::claimer::{ClaimSettings, Claimer};
 use crate::config::Config;
 use crate::handler::Handler;
 use crate::health::HealthServer;
 use crate::leases::{HeldLeases, LeaseRenewer};
 use crate::metrics::Metrics;
+use crate::queues::{QueueRuntime, Registered};
 use crate::reaper::Reaper;
-use crate::runner;
+use crate::runner::{JobStops, RunnerContext};
 use crate::sampler::QueueSampler;
 use crate::scheduler::{QueueShare, Scheduler};
-use crate::waiter::{Waiter, WakeListener, Woken};
-
-/// How often an idle claimer looks at every queue although no wake token
-/// came (the safety net for a lost token).
-const FULL_LOOK_EVERY: Duration = Duration::from_secs(60);
+use crate::waiter::Waiter;
 
 /// How long runners get to record the outcome of released jobs once
 /// shutdown has cancelled them (step 4 above).
@@ -92,45 +92,6 @@ pub enum WorkerError {
         /// Why binding failed.
         source: std::io::Error,
     },
-}
-
-/// A handler with its per-handler settings.
-pub(crate) struct Registered {
-    pub handler: Arc<dyn Handler>,
-    pub timeout: Option<Duration>,
-}
-
-/// Per-queue settings the runners use, by scheduler index.
-pub(crate) struct QueueRuntime {
-    pub name: String,
-    pub backoff: Backoff,
-    pub timeout: Option<Duration>,
-}
-
-/// State shared by the claimer and every runner.
-pub(crate) struct Shared {
-    pub client: Client,
-    pub scheduler: Scheduler,
-    pub leases: Arc<HeldLeases>,
-    pub queues: Vec<QueueRuntime>,
-    pub handlers: Vec<HashMap<String, Registered>>,
-    pub worker_id: String,
-    pub lease: Duration,
-    pub claim_batch: u32,
-    pub idle_wait: Duration,
-    pub version_retry_delay: Duration,
-    pub max_version_retries: u32,
-    pub log_payloads: bool,
-    /// Least time between two progress writes of one job.
-    pub progress_interval: Duration,
-    /// Where outcomes, Redis errors and in-flight jobs are counted.
-    pub metrics: Metrics,
-    /// Cancelled at the start of shutdown: claim nothing more.
-    pub stop_claiming: CancellationToken,
-    /// Cancelled when running jobs must stop and be released.
-    pub abort_jobs: CancellationToken,
-    /// Cancelled when outcome resends must give up.
-    pub hard_stop: CancellationToken,
 }
 
 /// Builds a [`Worker`]: a configuration plus the Rust handlers of your own
@@ -244,6 +205,14 @@ impl Worker {
         shutdown: CancellationToken,
         hurry: CancellationToken,
     ) -> Result<WorkerReport, WorkerError> {
+        let running = self.start(&shutdown).await?;
+        shutdown.cancelled().await;
+        Ok(running.shut_down(&hurry).await)
+    }
+
+    /// Connects, writes the configured queue-wide limits and starts every
+    /// component; the claimer stops when `shutdown` is cancelled.
+    async fn start(self, shutdown: &CancellationToken) -> Result<Running, WorkerError> {
         let worker_id = self.instance_id();
         let config = &self.config;
         // One registry per worker, passed explicitly (see `metrics`).
@@ -259,110 +228,177 @@ impl Worker {
         let client = Client::builder(&config.redis.url).options(client_options(config)).connect().await?;
         metrics.redis_ok();
         apply_flow_settings(&client, config).await?;
-        let shares: Vec<QueueShare> = config
-            .queues
-            .iter()
-            .map(|(name, q)| QueueShare {
-                name: name.clone(),
-                weight: q.weight,
-                strict: q.strict,
-                concurrency: q.concurrency,
-            })
-            .collect();
-        let queues: Vec<QueueRuntime> = config
-            .queues
-            .iter()
-            .map(|(name, q)| QueueRuntime {
-                name: name.clone(),
-                backoff: q.backoff.to_backoff(),
-                timeout: q.timeout,
-            })
-            .collect();
+        // The claimer's blocking waits get a connection of their own.
+        let blocking = redis::Client::open(config.redis.url.as_str()).map_err(taskline::Error::from)?;
         let lease = config.worker.lease;
-        let heartbeat = config.worker.heartbeat.unwrap_or(lease / 3);
         let leases = Arc::new(HeldLeases::default());
-        let shared = Arc::new(Shared {
+        let stops = JobStops { stop_claiming: shutdown.child_token(), ..JobStops::default() };
+        let jobs = Arc::new(RunnerContext {
             client: client.clone(),
-            scheduler: Scheduler::new(shares, config.worker.concurrency),
+            scheduler: Arc::new(Scheduler::new(queue_shares(config), config.worker.concurrency)),
             leases: leases.clone(),
-            queues,
-            handlers: self.handlers,
+            metrics: metrics.clone(),
+            queues: queue_runtimes(config, self.handlers),
             worker_id: worker_id.clone(),
             lease,
-            claim_batch: config.worker.claim_batch,
-            idle_wait: config.worker.idle_wait,
             version_retry_delay: config.worker.version_retry_delay,
             max_version_retries: config.worker.max_version_retries,
             log_payloads: config.worker.log_payloads,
             progress_interval: config.worker.progress_interval,
-            metrics: metrics.clone(),
-            stop_claiming: shutdown.child_token(),
-            abort_jobs: CancellationToken::new(),
-            hard_stop: CancellationToken::new(),
+            stops: stops.clone(),
         });
-        let queue_names: Vec<String> = shared.queues.iter().map(|q| q.name.clone()).collect();
+        let queue_names: Vec<String> = jobs.queues.iter().map(|q| q.name.clone()).collect();
         info!(worker = %worker_id, queues = ?queue_names, concurrency = config.worker.concurrency, "worker started");
 
-        let renewer_stop = CancellationToken::new();
-        let renewer = tokio::spawn(
+        let heartbeat = config.worker.heartbeat.unwrap_or(lease / 3);
+        let mut renewer = StopGroup::default();
+        renewer.spawn(|stop| {
             LeaseRenewer::new(client.clone(), leases.clone(), lease, heartbeat)
                 .with_metrics(metrics.clone())
-                .run(renewer_stop.clone()),
-        );
-        let reaper_stop = CancellationToken::new();
-        let reaper = tokio::spawn(
+                .run(stop)
+        });
+        let mut reaper = StopGroup::default();
+        reaper.spawn(|stop| {
             Reaper::new(client.clone(), queue_names, config.worker.reap_interval)
                 .with_metrics(metrics.clone())
-                .run(reaper_stop.clone()),
-        );
-        let observe_stop = CancellationToken::new();
-        let mut observers = Vec::new();
+                .run(stop)
+        });
+        let mut observers = StopGroup::default();
         if metrics.is_enabled() || config.queues.values().any(|q| q.dlq_alert.is_some()) {
             let queues = config.queues.iter().map(|(name, q)| (name.clone(), q.dlq_alert)).collect();
             let sampler = QueueSampler::new(client.clone(), metrics.clone(), queues);
-            observers.push(tokio::spawn(sampler.run(observe_stop.clone())));
+            observers.spawn(|stop| sampler.run(stop));
         }
         if let Some(server) = server {
-            observers.push(tokio::spawn(server.run(observe_stop.clone())));
+            observers.spawn(|stop| server.run(stop));
         }
         let runners = TaskTracker::new();
-        let redis_client = redis::Client::open(config.redis.url.as_str()).map_err(taskline::Error::from)?;
-        let claimer = tokio::spawn(claim_loop(shared.clone(), runners.clone(), Waiter::new(redis_client)));
+        let settings = ClaimSettings {
+            batch: config.worker.claim_batch,
+            lease,
+            worker_id: worker_id.clone(),
+            idle_wait: config.worker.idle_wait,
+        };
+        let claimer = Claimer::new(settings, jobs, runners.clone(), Waiter::new(blocking));
+        let claimer = tokio::spawn(claimer.run(stops.stop_claiming.clone()));
+        Ok(Running {
+            worker_id,
+            shutdown_timeout: config.worker.shutdown_timeout,
+            claimer,
+            runners,
+            leases,
+            stops,
+            renewer,
+            reaper,
+            observers,
+        })
+    }
+}
 
-        shutdown.cancelled().await;
-        info!(running = leases.running(), "shutdown: no new jobs; waiting for running ones");
-        let _ = claimer.await; // 1
-        runners.close();
-        let deadline = config.worker.shutdown_timeout;
+/// A started worker's components, as the supervisor stops them.
+struct Running {
+    worker_id: String,
+    shutdown_timeout: Duration,
+    /// Stops by itself once shutdown is cancelled.
+    claimer: JoinHandle<()>,
+    /// One task per running job.
+    runners: TaskTracker,
+    leases: Arc<HeldLeases>,
+    stops: JobStops,
+    renewer: StopGroup,
+    reaper: StopGroup,
+    /// The sampler and the HTTP server.
+    observers: StopGroup,
+}
+
+impl Running {
+    /// Stops everything in the order of the module docs (the numbers are
+    /// its steps); `hurry` cuts step 2 short.
+    async fn shut_down(self, hurry: &CancellationToken) -> WorkerReport {
+        info!(running = self.leases.running(), "shutdown: no new jobs; waiting for running ones");
+        let _ = self.claimer.await; // 1
+        self.runners.close();
         let finished = tokio::select! {
-            _ = runners.wait() => true,                      // 2
-            _ = tokio::time::sleep(deadline) => false,
+            _ = self.runners.wait() => true, // 2
+            _ = tokio::time::sleep(self.shutdown_timeout) => false,
             _ = hurry.cancelled() => false,
         };
         let mut report = WorkerReport::default();
         if !finished {
-            report.released_at_shutdown = leases.running();
+            report.released_at_shutdown = self.leases.running();
             warn!(
-                still_running = leases.running(),
+                still_running = self.leases.running(),
                 "shutdown: releasing the jobs still running back to their queues"
             );
-            shared.abort_jobs.cancel(); // 3
-            if tokio::time::timeout(OUTCOME_GRACE, runners.wait()).await.is_err() {
-                shared.hard_stop.cancel(); // 4
-                runners.wait().await;
+            self.stops.abort_jobs.cancel(); // 3
+            if tokio::time::timeout(OUTCOME_GRACE, self.runners.wait()).await.is_err() {
+                self.stops.hard_stop.cancel(); // 4
+                self.runners.wait().await;
             }
         }
-        renewer_stop.cancel(); // 5
-        let _ = renewer.await;
-        reaper_stop.cancel(); // 6
-        let _ = reaper.await;
-        observe_stop.cancel(); // 7
-        for observer in observers {
-            let _ = observer.await;
-        }
-        info!(worker = %worker_id, "worker stopped");
-        Ok(report)
+        self.renewer.stop().await; // 5
+        self.reaper.stop().await; // 6
+        self.observers.stop().await; // 7
+        info!(worker = %self.worker_id, "worker stopped");
+        report
     }
+}
+
+/// Background tasks stopped together by one token.
+#[derive(Default)]
+struct StopGroup {
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl StopGroup {
+    /// Spawns the future `run` makes of the group's stop token.
+    fn spawn<F, Fut>(&mut self, run: F)
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.push(tokio::spawn(run(self.stop.clone())));
+    }
+
+    /// Cancels the token and waits until every task has returned.
+    async fn stop(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Each queue's share of the slots, by scheduler index (configuration
+/// order).
+fn queue_shares(config: &Config) -> Vec<QueueShare> {
+    config
+        .queues
+        .iter()
+        .map(|(name, q)| QueueShare {
+            name: name.clone(),
+            weight: q.weight,
+            strict: q.strict,
+            concurrency: q.concurrency,
+        })
+        .collect()
+}
+
+/// Each queue's runner settings with its `handlers`, which the builder
+/// registered by the same index.
+fn queue_runtimes(config: &Config, handlers: Vec<HashMap<String, Registered>>) -> Vec<QueueRuntime> {
+    config
+        .queues
+        .iter()
+        .zip(handlers)
+        .map(|((name, q), handlers)| QueueRuntime {
+            name: name.clone(),
+            backoff: q.backoff.to_backoff(),
+            timeout: q.timeout,
+            handlers,
+        })
+        .collect()
 }
 
 /// Writes each queue's queue-wide limits from the configuration to Redis
@@ -418,119 +454,4 @@ fn generate_instance_id() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "worker".into());
     format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
-}
-
-/// The claimer: keeps every free slot busy, and idles without polling.
-async fn claim_loop(shared: Arc<Shared>, runners: TaskTracker, waiter: Waiter) {
-    let names = shared.scheduler.names();
-    let wake_keys: Vec<String> = names
-        .iter()
-        .map(|name| {
-            let queue = QueueName::new(name).expect("queue names are validated with the config");
-            taskline::keys::QueueKeys::new(&shared.client.options().prefix, &queue).wake()
-        })
-        .collect();
-    let mut listener = WakeListener::spawn(waiter, wake_keys.clone(), shared.stop_claiming.clone());
-    let mut trouble = Duration::ZERO;
-    let mut last_full_look = Instant::now();
-    loop {
-        if shared.stop_claiming.is_cancelled() {
-            return;
-        }
-        let picks = shared.scheduler.reserve(shared.claim_batch);
-        if picks.is_empty() {
-            // No queue with room has known work. Wake the due ones, else
-            // wait for whichever comes first: a wake token, a freed slot
-            // (a busy queue may take more), the next due job or allowed
-            // start, or the idle limit (a safety net for a missed token).
-            let now = Instant::now();
-            if shared.scheduler.wake_due(now) {
-                continue;
-            }
-            let until_due = shared.scheduler.next_due().map(|at| at.saturating_duration_since(now));
-            let due_timer = async {
-                match until_due {
-                    Some(d) => tokio::time::sleep(d).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                woken = listener.next(shared.idle_wait) => match woken {
-                    Woken::Key(key) => match wake_keys.iter().position(|k| *k == key) {
-                        Some(q) => shared.scheduler.wake(q),
-                        None => shared.scheduler.wake_all(),
-                    },
-                    // The safety net for a missed wake token (a worker that
-                    // took one and died): look at every queue now and then,
-                    // not on every timeout, so that idle costs stay flat
-                    // whatever the number of queues.
-                    Woken::Timeout if last_full_look.elapsed() >= FULL_LOOK_EVERY => {
-                        last_full_look = Instant::now();
-                        shared.scheduler.wake_all();
-                    }
-                    Woken::Timeout => {}
-                    Woken::Failed => {
-                        shared.metrics.redis_error("wait");
-                        trouble = backoff(trouble);
-                        if sleep_or_stop(&shared, trouble).await {
-                            return;
-                        }
-                        shared.scheduler.wake_all();
-                    }
-                },
-                _ = shared.scheduler.slot_freed() => {}
-                _ = due_timer => {}
-                _ = shared.stop_claiming.cancelled() => return,
-            }
-            continue;
-        }
-        for (q, count) in picks {
-            let options = ClaimOptions { count, lease: shared.lease, worker: shared.worker_id.clone() };
-            match shared.client.claim(&names[q], &options).await {
-                Ok(claim) => {
-                    shared.metrics.redis_ok();
-                    trouble = Duration::ZERO;
-                    note_claim(&shared, q, &claim);
-                    let got = claim.jobs.len() as u32;
-                    shared.scheduler.unreserve(q, count - got.min(count), got < count);
-                    for job in claim.jobs {
-                        runners.spawn(runner::run(shared.clone(), q, job));
-                    }
-                }
-                Err(err) => {
-                    shared.metrics.redis_error("claim");
-                    shared.scheduler.unreserve(q, count, true);
-                    trouble = backoff(trouble);
-                    warn!(queue = %names[q], error = %err, retry_in = ?trouble, "claim failed; backing off");
-                    if sleep_or_stop(&shared, trouble).await {
-                        return;
-                    }
-                    shared.scheduler.wake_all();
-                }
-            }
-        }
-    }
-}
-
-/// Takes note of what a claim of queue index `q` reported besides its
-/// jobs: when the queue's next job is due (or its next start allowed), and
-/// whether a queue-wide limit held it back.
-pub(crate) fn note_claim(shared: &Shared, q: usize, claim: &Claim) {
-    shared.scheduler.set_due(q, claim.next_due_in().map(|d| Instant::now() + d));
-    if let Some(limit) = claim.limited {
-        shared.metrics.flow_limited(&shared.queues[q].name, limit);
-    }
-}
-
-/// Next pause after a Redis failure: 100 ms doubling to 5 s.
-fn backoff(previous: Duration) -> Duration {
-    (previous * 2).clamp(Duration::from_millis(100), Duration::from_secs(5))
-}
-
-/// Sleeps `pause`; true if shutdown began meanwhile.
-async fn sleep_or_stop(shared: &Shared, pause: Duration) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(pause) => false,
-        _ = shared.stop_claiming.cancelled() => true,
-    }
 }

@@ -268,7 +268,8 @@ pub struct EventsArgs {
     /// Keep printing new events as they happen (Ctrl-C to stop).
     #[arg(long, short = 'f')]
     pub follow: bool,
-    /// How many of the latest events to show first.
+    /// How many past events to show first: the latest N. With --follow, only events newer than
+    /// those follow; 0 shows no past event (with --follow: only new ones).
     #[arg(long, short = 'n', default_value_t = 20)]
     pub count: usize,
 }

@@ -43,6 +43,14 @@ pub fn time_ms(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// Epoch milliseconds as text (`1738310400120`, as the scripts store
+/// times) shown as RFC 3339 in UTC to the millisecond; `None` when `ms` is
+/// not a number.
+pub fn epoch_ms_text(ms: &str) -> Option<String> {
+    let ms: u64 = ms.parse().ok()?;
+    Some(time_ms(SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms)))
+}
+
 /// An optional time for JSON: RFC 3339 with milliseconds, or null.
 pub fn json_time(t: Option<SystemTime>) -> Value {
     t.map_or(Value::Null, |t| Value::String(time_ms(t)))
@@ -148,5 +156,11 @@ mod tests {
         assert_eq!(thousands(1_000), "1,000");
         assert_eq!(thousands(1_234_567), "1,234,567");
         assert_eq!(plural(1, "job", "jobs"), "1 job");
+    }
+
+    #[test]
+    fn stored_milliseconds_read_as_rfc3339() {
+        assert_eq!(epoch_ms_text("1738310400120").as_deref(), Some("2025-01-31T08:00:00.120Z"));
+        assert_eq!(epoch_ms_text("soon"), None);
     }
 }

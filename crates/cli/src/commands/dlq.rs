@@ -34,15 +34,16 @@ pub async fn list(ctx: &Ctx, queue: &str, filter: &FilterArgs, limit: usize) -> 
     }
     let mut text = jobs_table(JobState::Dead, &found.jobs).render();
     let shown = found.jobs.len() as u64;
-    let matching = if filter.is_empty() { "dead jobs" } else { "matching dead jobs" };
+    let (one, many) =
+        if filter.is_empty() { ("dead job", "dead jobs") } else { ("matching dead job", "matching dead jobs") };
     if shown < found.matched {
         text.push_str(&format!(
-            "(showing {} of {} {matching}; --limit 0 shows all)\n",
+            "(showing {} of {}; --limit 0 shows all)\n",
             thousands(shown),
-            thousands(found.matched)
+            plural(found.matched, one, many)
         ));
     } else {
-        text.push_str(&format!("({} {matching})\n", thousands(shown)));
+        text.push_str(&format!("({})\n", plural(shown, one, many)));
     }
     print(&text)
 }
@@ -166,10 +167,12 @@ impl Selection {
             (false, true, false) => Ok(Selection::Matching(DeadFilter::default())),
             (false, false, true) => Ok(Selection::Matching(dead_filter(ctx, &select.filter).await?)),
             (false, false, false) => Err(CliError::Usage(
-                "say which dead jobs: job ids, --all, or filters (--name, --error-contains, --since)".into(),
+                "say which dead jobs: job ids, --all, or filters (--name, --error-contains, --kind, --since)"
+                    .into(),
             )),
             _ => Err(CliError::Usage(
-                "give job ids, --all, or filters (--name, --error-contains, --since), not a mix".into(),
+                "give job ids, --all, or filters (--name, --error-contains, --kind, --since), not a mix"
+                    .into(),
             )),
         }
     }
@@ -213,7 +216,12 @@ async fn dead_filter(ctx: &Ctx, args: &FilterArgs) -> Result<DeadFilter, CliErro
             }
         }),
     };
-    Ok(DeadFilter { name: args.name.clone(), error_contains: args.error_contains.clone(), since })
+    Ok(DeadFilter {
+        name: args.name.clone(),
+        error_contains: args.error_contains.clone(),
+        since,
+        kind: args.kind.clone(),
+    })
 }
 
 /// An RFC 3339 time: `2025-01-31T08:00:00Z`, with fractions, or with a

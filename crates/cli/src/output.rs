@@ -64,58 +64,39 @@ pub fn json_text(text: &str) -> Value {
 
 /// A plain text table: left-aligned text columns, right-aligned numbers,
 /// two spaces between columns, no borders (easy to read and to `grep`).
-pub struct Table {
-    headers: Vec<String>,
-    right: Vec<bool>,
-    rows: Vec<Vec<String>>,
-}
+/// Drawn by `comfy-table`, which measures cells by their display width
+/// (wide and combining characters line up).
+pub struct Table(comfy_table::Table);
 
 impl Table {
     /// A table with these column headers; a header starting with `>` is a
     /// right-aligned (numeric) column.
     pub fn new(headers: &[&str]) -> Table {
-        Table {
-            headers: headers.iter().map(|h| h.trim_start_matches('>').to_string()).collect(),
-            right: headers.iter().map(|h| h.starts_with('>')).collect(),
-            rows: Vec::new(),
+        let mut table = comfy_table::Table::new();
+        // No borders, no lines: only the cells and their padding.
+        table.load_preset(comfy_table::presets::NOTHING);
+        table.set_header(headers.iter().map(|h| h.trim_start_matches('>')));
+        let last = headers.len().saturating_sub(1);
+        for (i, header) in headers.iter().enumerate() {
+            let Some(column) = table.column_mut(i) else { continue };
+            // One space each side of every cell makes two between columns;
+            // none at the table's edges.
+            column.set_padding((u16::from(i > 0), u16::from(i < last)));
+            if header.starts_with('>') {
+                column.set_cell_alignment(comfy_table::CellAlignment::Right);
+            }
         }
+        Table(table)
     }
 
     /// Adds a row (missing cells print empty).
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.0.add_row(cells);
     }
 
     /// The table as text, one line per row, header first.
     pub fn render(&self) -> String {
-        let columns = self.headers.len();
-        let width = |i: usize| {
-            self.rows
-                .iter()
-                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
-                .chain([self.headers[i].chars().count()])
-                .max()
-                .unwrap_or(0)
-        };
-        let widths: Vec<usize> = (0..columns).map(width).collect();
-        let mut out = String::new();
-        for cells in std::iter::once(&self.headers).chain(&self.rows) {
-            let mut line = String::new();
-            for (i, w) in widths.iter().enumerate() {
-                let cell = cells.get(i).map_or("", String::as_str);
-                if i > 0 {
-                    line.push_str("  ");
-                }
-                if self.right[i] {
-                    line.push_str(&format!("{cell:>w$}"));
-                } else {
-                    line.push_str(&format!("{cell:<w$}"));
-                }
-            }
-            out.push_str(line.trim_end());
-            out.push('\n');
-        }
-        out
+        self.0.lines().map(|line| line.trim_end().to_string() + "\n").collect()
     }
 }
 
@@ -147,6 +128,15 @@ mod tests {
         t.row(vec!["a".into(), "1".into()]);
         t.row(vec!["long".into(), "100".into()]);
         assert_eq!(t.render(), "NAME    N\na       1\nlong  100\n");
+        // Short rows print empty cells; the last column is not padded out.
+        let mut t = Table::new(&["A", "B", ">C"]);
+        t.row(vec!["x".into()]);
+        t.row(vec!["y".into(), "bb".into(), "3".into()]);
+        assert_eq!(t.render(), "A  B   C\nx\ny  bb  3\n");
+        // Cells line up by display width, not by count of chars.
+        let mut t = Table::new(&["NAME", "N"]);
+        t.row(vec!["日本".into(), "1".into()]);
+        assert_eq!(t.render(), "NAME  N\n日本  1\n");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! in chunks of 1,000 ids with a progress bar on a terminal. Purge asks for
 //! confirmation. Both log one audit line on stderr.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde_json::{Value, json};
 use taskline::operator::OPERATOR_CHUNK;
@@ -246,6 +246,8 @@ fn parse_time(text: &str) -> Option<SystemTime> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

@@ -1,6 +1,7 @@
 //! The command line, as clap parses it. Usage errors exit with code 2.
 
 use clap::{Args, Parser, Subcommand};
+use taskline::operator::dead::DeadKind;
 
 /// The operator's tool for Taskline queues: see every queue, inspect jobs,
 /// replay or purge dead letters, pause, resume and drain queues, and tail
@@ -236,12 +237,18 @@ pub struct FilterArgs {
     /// Only jobs that died since then: a duration back from now (30m, 2h, 7d) or an RFC 3339 time.
     #[arg(long, value_name = "WHEN")]
     pub since: Option<String>,
+    /// Only jobs that failed this way. The kind of the final failure: transient, permanent (any
+    /// permanent failure, whatever its reason); what it was: timeout, lease_expired; or the reason
+    /// the job died: attempts_exhausted, unknown_job, unsupported_version, invalid_payload,
+    /// invalid_checkpoint, simulated, http_<status>, exit_<code>.
+    #[arg(long, value_name = "KIND")]
+    pub kind: Option<DeadKind>,
 }
 
 impl FilterArgs {
     /// True when no filter is given.
     pub fn is_empty(&self) -> bool {
-        self.name.is_none() && self.error_contains.is_none() && self.since.is_none()
+        self.name.is_none() && self.error_contains.is_none() && self.since.is_none() && self.kind.is_none()
     }
 }
 
@@ -268,7 +275,8 @@ pub struct EventsArgs {
     /// Keep printing new events as they happen (Ctrl-C to stop).
     #[arg(long, short = 'f')]
     pub follow: bool,
-    /// How many of the latest events to show first.
+    /// How many past events to show first: the latest N. With --follow, only events newer than
+    /// those follow; 0 shows no past event (with --follow: only new ones).
     #[arg(long, short = 'n', default_value_t = 20)]
     pub count: usize,
 }

@@ -31,6 +31,16 @@ pub enum CliError {
         reason: String,
     },
 
+    /// Something answered at the address, but not in the Redis protocol (a
+    /// web server, SSH, another database): most likely a wrong port.
+    #[error(
+        "the server at {url} did not answer as Redis; check the host and port in --redis-url or REDIS_URL"
+    )]
+    NotRedis {
+        /// The URL, password masked.
+        url: String,
+    },
+
     /// The queue is neither registered nor has any key: most likely a typo.
     #[error("unknown queue {queue:?}: no queue of that name under prefix {prefix:?}; {hint}")]
     UnknownQueue {
@@ -107,9 +117,17 @@ impl CliError {
     }
 
     /// Rewrites a connection failure from the client crate as
-    /// [`CliError::Unreachable`], naming `url`.
+    /// [`CliError::Unreachable`], or a reply that is not the Redis protocol
+    /// as [`CliError::NotRedis`], naming `url`.
     pub fn with_url(self, url: &str) -> CliError {
         match self {
+            // The parser's own message spans lines and names byte values:
+            // of no use to an operator who typed the wrong port.
+            CliError::Client(taskline::Error::Redis(err))
+                if matches!(err.kind(), redis::ErrorKind::Parse) =>
+            {
+                CliError::NotRedis { url: mask_password(url) }
+            }
             CliError::Client(err) if err.is_connection_error() => {
                 CliError::Unreachable { url: mask_password(url), reason: connection_reason(&err) }
             }

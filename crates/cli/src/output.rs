@@ -43,6 +43,14 @@ pub fn time_ms(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// Epoch milliseconds as text (`1738310400120`, as the scripts store
+/// times) shown as RFC 3339 in UTC to the millisecond; `None` when `ms` is
+/// not a number.
+pub fn epoch_ms_text(ms: &str) -> Option<String> {
+    let ms: u64 = ms.parse().ok()?;
+    Some(time_ms(SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms)))
+}
+
 /// An optional time for JSON: RFC 3339 with milliseconds, or null.
 pub fn json_time(t: Option<SystemTime>) -> Value {
     t.map_or(Value::Null, |t| Value::String(time_ms(t)))
@@ -56,58 +64,39 @@ pub fn json_text(text: &str) -> Value {
 
 /// A plain text table: left-aligned text columns, right-aligned numbers,
 /// two spaces between columns, no borders (easy to read and to `grep`).
-pub struct Table {
-    headers: Vec<String>,
-    right: Vec<bool>,
-    rows: Vec<Vec<String>>,
-}
+/// Drawn by `comfy-table`, which measures cells by their display width
+/// (wide and combining characters line up).
+pub struct Table(comfy_table::Table);
 
 impl Table {
     /// A table with these column headers; a header starting with `>` is a
     /// right-aligned (numeric) column.
     pub fn new(headers: &[&str]) -> Table {
-        Table {
-            headers: headers.iter().map(|h| h.trim_start_matches('>').to_string()).collect(),
-            right: headers.iter().map(|h| h.starts_with('>')).collect(),
-            rows: Vec::new(),
+        let mut table = comfy_table::Table::new();
+        // No borders, no lines: only the cells and their padding.
+        table.load_preset(comfy_table::presets::NOTHING);
+        table.set_header(headers.iter().map(|h| h.trim_start_matches('>')));
+        let last = headers.len().saturating_sub(1);
+        for (i, header) in headers.iter().enumerate() {
+            let Some(column) = table.column_mut(i) else { continue };
+            // One space each side of every cell makes two between columns;
+            // none at the table's edges.
+            column.set_padding((u16::from(i > 0), u16::from(i < last)));
+            if header.starts_with('>') {
+                column.set_cell_alignment(comfy_table::CellAlignment::Right);
+            }
         }
+        Table(table)
     }
 
     /// Adds a row (missing cells print empty).
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.0.add_row(cells);
     }
 
     /// The table as text, one line per row, header first.
     pub fn render(&self) -> String {
-        let columns = self.headers.len();
-        let width = |i: usize| {
-            self.rows
-                .iter()
-                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
-                .chain([self.headers[i].chars().count()])
-                .max()
-                .unwrap_or(0)
-        };
-        let widths: Vec<usize> = (0..columns).map(width).collect();
-        let mut out = String::new();
-        for cells in std::iter::once(&self.headers).chain(&self.rows) {
-            let mut line = String::new();
-            for (i, w) in widths.iter().enumerate() {
-                let cell = cells.get(i).map_or("", String::as_str);
-                if i > 0 {
-                    line.push_str("  ");
-                }
-                if self.right[i] {
-                    line.push_str(&format!("{cell:>w$}"));
-                } else {
-                    line.push_str(&format!("{cell:<w$}"));
-                }
-            }
-            out.push_str(line.trim_end());
-            out.push('\n');
-        }
-        out
+        self.0.lines().map(|line| line.trim_end().to_string() + "\n").collect()
     }
 }
 
@@ -139,6 +128,15 @@ mod tests {
         t.row(vec!["a".into(), "1".into()]);
         t.row(vec!["long".into(), "100".into()]);
         assert_eq!(t.render(), "NAME    N\na       1\nlong  100\n");
+        // Short rows print empty cells; the last column is not padded out.
+        let mut t = Table::new(&["A", "B", ">C"]);
+        t.row(vec!["x".into()]);
+        t.row(vec!["y".into(), "bb".into(), "3".into()]);
+        assert_eq!(t.render(), "A  B   C\nx\ny  bb  3\n");
+        // Cells line up by display width, not by count of chars.
+        let mut t = Table::new(&["NAME", "N"]);
+        t.row(vec!["日本".into(), "1".into()]);
+        assert_eq!(t.render(), "NAME  N\n日本  1\n");
     }
 
     #[test]
@@ -148,5 +146,11 @@ mod tests {
         assert_eq!(thousands(1_000), "1,000");
         assert_eq!(thousands(1_234_567), "1,234,567");
         assert_eq!(plural(1, "job", "jobs"), "1 job");
+    }
+
+    #[test]
+    fn stored_milliseconds_read_as_rfc3339() {
+        assert_eq!(epoch_ms_text("1738310400120").as_deref(), Some("2025-01-31T08:00:00.120Z"));
+        assert_eq!(epoch_ms_text("soon"), None);
     }
 }

@@ -5,7 +5,7 @@
 //! in chunks of 1,000 ids with a progress bar on a terminal. Purge asks for
 //! confirmation. Both log one audit line on stderr.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde_json::{Value, json};
 use taskline::operator::OPERATOR_CHUNK;
@@ -34,15 +34,19 @@ pub async fn list(ctx: &Ctx, queue: &str, filter: &FilterArgs, limit: usize) -> 
     }
     let mut text = jobs_table(JobState::Dead, &found.jobs).render();
     let shown = found.jobs.len() as u64;
-    let matching = if filter.is_empty() { "dead jobs" } else { "matching dead jobs" };
+    let (one, many) = if filter.is_empty() {
+        ("dead job", "dead jobs")
+    } else {
+        ("matching dead job", "matching dead jobs")
+    };
     if shown < found.matched {
         text.push_str(&format!(
-            "(showing {} of {} {matching}; --limit 0 shows all)\n",
+            "(showing {} of {}; --limit 0 shows all)\n",
             thousands(shown),
-            thousands(found.matched)
+            plural(found.matched, one, many)
         ));
     } else {
-        text.push_str(&format!("({} {matching})\n", thousands(shown)));
+        text.push_str(&format!("({})\n", plural(shown, one, many)));
     }
     print(&text)
 }
@@ -166,10 +170,12 @@ impl Selection {
             (false, true, false) => Ok(Selection::Matching(DeadFilter::default())),
             (false, false, true) => Ok(Selection::Matching(dead_filter(ctx, &select.filter).await?)),
             (false, false, false) => Err(CliError::Usage(
-                "say which dead jobs: job ids, --all, or filters (--name, --error-contains, --since)".into(),
+                "say which dead jobs: job ids, --all, or filters (--name, --error-contains, --kind, --since)"
+                    .into(),
             )),
             _ => Err(CliError::Usage(
-                "give job ids, --all, or filters (--name, --error-contains, --since), not a mix".into(),
+                "give job ids, --all, or filters (--name, --error-contains, --kind, --since), not a mix"
+                    .into(),
             )),
         }
     }
@@ -213,32 +219,35 @@ async fn dead_filter(ctx: &Ctx, args: &FilterArgs) -> Result<DeadFilter, CliErro
             }
         }),
     };
-    Ok(DeadFilter { name: args.name.clone(), error_contains: args.error_contains.clone(), since })
+    Ok(DeadFilter {
+        name: args.name.clone(),
+        error_contains: args.error_contains.clone(),
+        since,
+        kind: args.kind.clone(),
+    })
 }
 
 /// An RFC 3339 time: `2025-01-31T08:00:00Z`, with fractions, or with a
-/// `+02:00` style offset.
+/// `+02:00` style offset. Without an offset (`2025-01-31 08:00:00`, or a
+/// date alone) it is UTC, like every time the CLI prints.
 fn parse_time(text: &str) -> Option<SystemTime> {
-    if let Ok(t) = humantime::parse_rfc3339_weak(text) {
-        return Some(t);
+    if let Ok(t) = text.parse::<jiff::Timestamp>() {
+        return Some(t.into());
     }
-    // humantime knows only UTC: apply a numeric offset by hand.
-    let split = text.len().checked_sub(6)?;
-    let (local, offset) = text.split_at(split);
-    let sign = match offset.as_bytes()[0] {
-        b'+' => 1i64,
-        b'-' => -1i64,
-        _ => return None,
-    };
-    let (hours, minutes) = offset[1..].split_once(':')?;
-    let offset = Duration::from_secs(hours.parse::<u64>().ok()? * 3600 + minutes.parse::<u64>().ok()? * 60);
-    let t = humantime::parse_rfc3339_weak(local).ok()?;
-    // 08:00+02:00 is 06:00Z.
-    if sign > 0 { t.checked_sub(offset) } else { t.checked_add(offset) }
+    let pieces = jiff::fmt::temporal::Pieces::parse(text).ok()?;
+    if pieces.offset().is_some() || pieces.time_zone_annotation().is_some() {
+        // An offset the parse above refused (`+02:60`): not a time to guess at.
+        return None;
+    }
+    let civil = pieces.date().to_datetime(pieces.time().unwrap_or_default());
+    let utc = civil.to_zoned(jiff::tz::TimeZone::UTC).ok()?;
+    Some(utc.timestamp().into())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -246,6 +255,13 @@ mod tests {
         let utc = parse_time("2025-01-31T06:00:00Z").expect("utc");
         assert_eq!(parse_time("2025-01-31T08:00:00+02:00"), Some(utc));
         assert_eq!(parse_time("2025-01-31T01:00:00-05:00"), Some(utc));
+        assert_eq!(parse_time("2025-01-31 06:00:00"), Some(utc), "no offset: UTC");
+        assert_eq!(parse_time("2025-01-31T00:00:00Z"), parse_time("2025-01-31"));
+        let fraction = parse_time("2025-01-31T06:00:00.250Z").expect("fraction");
+        assert_eq!(fraction.duration_since(utc).ok(), Some(Duration::from_millis(250)));
+        assert_eq!(parse_time("2025-01-31T08:00:00+02:60"), None, "no such offset");
+        assert_eq!(parse_time("2025-01-31T08:00:00[Europe/Paris]"), None, "a zone, no offset: not guessed");
         assert_eq!(parse_time("2h"), None);
+        assert_eq!(parse_time("yesterday"), None);
     }
 }

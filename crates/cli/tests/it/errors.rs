@@ -81,3 +81,42 @@ fn redis_down_is_a_clear_exit_1() {
     let run = run_at("http://localhost", &["queues"], None).code(2);
     assert!(run.stderr.contains("invalid --redis-url"), "{}", run.stderr);
 }
+
+/// A TCP server on a free loopback port that answers every connection with
+/// `reply` and closes it (at most 20 connections, then it stops).
+fn not_redis(reply: &'static [u8]) -> u16 {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(20) {
+            let Ok(mut stream) = stream else { return };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(reply);
+        }
+    });
+    port
+}
+
+/// Issue 26: a port that is not Redis printed the parser's raw multi-line
+/// output. It is one line naming the address, exit 1.
+#[test]
+fn a_server_that_is_not_redis_is_named_in_one_line() {
+    for reply in [&b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"[..], b"SSH-2.0-OpenSSH_9.2\r\n"] {
+        let port = not_redis(reply);
+        let url = format!("redis://user:secret@127.0.0.1:{port}");
+        for args in [&["queues"][..], &["events", "emails", "--follow"]] {
+            let run = run_at(&url, args, None).code(1);
+            assert_eq!(run.stderr.lines().count(), 1, "{args:?}: one line: {}", run.stderr);
+            assert!(
+                run.stderr.contains(&format!(
+                    "the server at redis://user:***@127.0.0.1:{port} did not answer as Redis"
+                )),
+                "{args:?}: {}",
+                run.stderr
+            );
+            assert!(!run.stderr.contains("secret"), "the password is masked: {}", run.stderr);
+        }
+    }
+}

@@ -13,6 +13,7 @@ mod support;
 mod browser;
 mod control;
 mod dlq;
+mod dlq_kinds;
 mod doctor;
 mod enqueue;
 mod errors;

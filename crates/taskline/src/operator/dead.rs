@@ -1,4 +1,5 @@
-//! Finding dead letters: by job name, by error text, by time of death.
+//! Finding dead letters: by job name, by error text, by how they failed
+//! ([`DeadKind`]), by time of death.
 //!
 //! The dead letter zset is paged oldest death first, [`OPERATOR_CHUNK`] ids
 //! at a time ([`Client::list_jobs`]), and each page's records are read in one
@@ -9,11 +10,13 @@
 //! pages and be missed, so scan a queue nobody else is acting on, or scan
 //! again.
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::SystemTime;
 
 use crate::client::Client;
 use crate::error::Result;
-use crate::job::{Job, JobId, JobState, to_epoch_millis};
+use crate::job::{FailureKind, Job, JobId, JobState, to_epoch_millis};
 use crate::operator::OPERATOR_CHUNK;
 
 /// Which dead letters to select. Every condition set must hold; an empty
@@ -27,18 +30,21 @@ pub struct DeadFilter {
     pub error_contains: Option<String>,
     /// Only jobs that died at or after this time (Redis server clock).
     pub since: Option<SystemTime>,
+    /// Only jobs that failed this way: the kind of their final failure,
+    /// what it was, or the reason they died.
+    pub kind: Option<DeadKind>,
 }
 
 impl DeadFilter {
     /// True when the filter selects every dead job.
     pub fn is_empty(&self) -> bool {
-        self.name.is_none() && self.error_contains.is_none() && self.since.is_none()
+        self.name.is_none() && self.error_contains.is_none() && self.since.is_none() && self.kind.is_none()
     }
 
     /// True when the conditions that need the job's record are unset, so a
     /// scan can select on the zset alone.
     fn needs_records(&self) -> bool {
-        self.name.is_some() || self.error_contains.is_some()
+        self.name.is_some() || self.error_contains.is_some() || self.kind.is_some()
     }
 
     /// True when `job` is dead and meets every condition.
@@ -54,6 +60,9 @@ impl DeadFilter {
         {
             return false;
         }
+        if self.kind.as_ref().is_some_and(|kind| !kind.matches(job)) {
+            return false;
+        }
         match &self.error_contains {
             None => true,
             Some(needle) => {
@@ -61,6 +70,116 @@ impl DeadFilter {
                 job.errors.iter().any(|e| e.message.to_lowercase().contains(&needle))
                     || job.dead_reason.as_ref().is_some_and(|r| r.to_lowercase().contains(&needle))
             }
+        }
+    }
+}
+
+/// How a dead job failed, as [`DeadFilter::kind`] selects it. Parsed from
+/// its name ([`DeadKind::NAMES`]): `transient` and `permanent` are the kind
+/// of the final failure; `timeout` and `lease_expired` say what the final
+/// failure was; every other name is a reason the job died for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadKind {
+    /// The final failure was of this kind. `permanent` matches every
+    /// permanent failure, whatever reason the handler gave
+    /// (`unknown_job`, `invalid_payload`, ...).
+    Failure(FailureKind),
+    /// The final attempt ran past its timeout (the worker cancelled it).
+    Timeout,
+    /// The final attempt's lease expired: its worker was lost or stalled,
+    /// and the reaper recorded the failure.
+    LeaseExpired,
+    /// The job died for this reason: one of [`DEATH_REASONS`], or of the
+    /// families `http_<status>` and `exit_<code>`.
+    Reason(String),
+}
+
+/// The reasons Taskline itself records when a job dies: `fail.lua` and
+/// `reap.lua` (`attempts_exhausted`), the worker's runner (`unknown_job`,
+/// `unsupported_version`), typed payload decoding (`invalid_payload`) and
+/// the demo `simulate` handler (`invalid_checkpoint`, `simulated`).
+/// `permanent`, the reason of a permanent failure without one, is
+/// [`DeadKind::Failure`] instead.
+pub const DEATH_REASONS: [&str; 6] = [
+    "attempts_exhausted",
+    "unknown_job",
+    "unsupported_version",
+    "invalid_payload",
+    "invalid_checkpoint",
+    "simulated",
+];
+
+/// Families of reasons, a prefix and a number: the HTTP handler's
+/// non-retryable status (`http_404`), the command handler's exit code
+/// (`exit_3`).
+const REASON_FAMILIES: [(&str, &str); 2] = [("http_", "http_<status>"), ("exit_", "exit_<code>")];
+
+/// How the worker's runner words a timed-out attempt: `timed out after 30s`.
+const TIMEOUT_MESSAGE: &str = "timed out after";
+
+/// How `lua/reap.lua` words a lost lease.
+const LEASE_EXPIRED_MESSAGE: &str = "lease expired";
+
+impl DeadKind {
+    /// Every name [`DeadKind::from_str`] accepts, families as
+    /// `http_<status>`.
+    pub const NAMES: [&str; 12] = [
+        "transient",
+        "permanent",
+        "timeout",
+        "lease_expired",
+        DEATH_REASONS[0],
+        DEATH_REASONS[1],
+        DEATH_REASONS[2],
+        DEATH_REASONS[3],
+        DEATH_REASONS[4],
+        DEATH_REASONS[5],
+        REASON_FAMILIES[0].1,
+        REASON_FAMILIES[1].1,
+    ];
+
+    /// True when dead `job` failed this way.
+    pub fn matches(&self, job: &Job) -> bool {
+        let last = job.errors.last();
+        match self {
+            DeadKind::Failure(kind) => last.is_some_and(|e| e.kind == *kind),
+            DeadKind::Timeout => last.is_some_and(|e| e.message.starts_with(TIMEOUT_MESSAGE)),
+            DeadKind::LeaseExpired => last.is_some_and(|e| e.message == LEASE_EXPIRED_MESSAGE),
+            DeadKind::Reason(reason) => job.dead_reason.as_deref() == Some(reason.as_str()),
+        }
+    }
+}
+
+impl FromStr for DeadKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if let Some(kind) =
+            [FailureKind::Transient, FailureKind::Permanent].into_iter().find(|k| k.as_str() == s)
+        {
+            return Ok(DeadKind::Failure(kind));
+        }
+        let in_family = |(prefix, _): &(&str, &str)| {
+            s.strip_prefix(prefix).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        };
+        match s {
+            "timeout" => Ok(DeadKind::Timeout),
+            "lease_expired" => Ok(DeadKind::LeaseExpired),
+            _ if DEATH_REASONS.contains(&s) || REASON_FAMILIES.iter().any(in_family) => {
+                Ok(DeadKind::Reason(s.to_string()))
+            }
+            _ => Err(format!("unknown kind {s:?}; expected one of {}", DeadKind::NAMES.join(", "))),
+        }
+    }
+}
+
+impl fmt::Display for DeadKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeadKind::Failure(kind) => f.write_str(kind.as_str()),
+            DeadKind::Timeout => f.write_str("timeout"),
+            DeadKind::LeaseExpired => f.write_str("lease_expired"),
+            DeadKind::Reason(reason) => f.write_str(reason),
         }
     }
 }
@@ -192,5 +311,53 @@ impl Client {
         let (_, keys) = self.queue_keys(queue)?;
         let mut conn = self.conn();
         Ok(redis::cmd("ZCARD").arg(keys.dead()).query_async(&mut conn).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// A dead job whose last failure is `(kind, message)`, dead for `reason`.
+    fn dead(kind: &str, message: &str, reason: &str) -> Job {
+        let error = format!(r#"{{"attempt":1,"kind":"{kind}","message":"{message}","worker":"w1","at":1}}"#);
+        let fields =
+            [("id", "j1"), ("state", "dead"), ("errors", "1"), ("error:1", &error), ("dead_reason", reason)];
+        let fields: BTreeMap<String, String> =
+            fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Job::from_fields("q", fields).expect("decodes").expect("a job")
+    }
+
+    #[test]
+    fn every_kind_name_parses_and_prints_back() {
+        for name in DeadKind::NAMES.iter().filter(|n| !n.contains('<')) {
+            let kind: DeadKind = name.parse().unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(kind.to_string(), *name);
+        }
+        assert_eq!("http_404".parse(), Ok(DeadKind::Reason("http_404".into())));
+        assert_eq!("exit_3".parse(), Ok(DeadKind::Reason("exit_3".into())));
+        for bad in ["bogus", "http_", "http_x", "exit_-1", "Permanent", ""] {
+            let err = bad.parse::<DeadKind>().expect_err(bad);
+            assert!(err.contains("expected one of transient, permanent, timeout"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn kinds_match_the_final_failure_or_the_reason() {
+        let unknown = dead("permanent", "no handler for job name", "unknown_job");
+        let timed_out = dead("transient", "timed out after 30s", "attempts_exhausted");
+        let lost = dead("transient", "lease expired", "attempts_exhausted");
+        let kind = |name: &str| name.parse::<DeadKind>().expect("a kind");
+        assert!(kind("permanent").matches(&unknown) && kind("unknown_job").matches(&unknown));
+        assert!(!kind("transient").matches(&unknown) && !kind("timeout").matches(&unknown));
+        assert!(kind("timeout").matches(&timed_out) && !kind("lease_expired").matches(&timed_out));
+        assert!(kind("lease_expired").matches(&lost) && kind("transient").matches(&lost));
+        assert!(kind("attempts_exhausted").matches(&lost) && !kind("http_500").matches(&lost));
+
+        let filter = DeadFilter { kind: Some(kind("permanent")), ..DeadFilter::default() };
+        assert!(!filter.is_empty() && filter.needs_records());
+        assert!(filter.matches(&unknown) && !filter.matches(&timed_out));
     }
 }

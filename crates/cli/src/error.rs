@@ -147,38 +147,8 @@ fn connection_reason(err: &taskline::Error) -> String {
     }
 }
 
-/// `redis://user:secret@host?password=x` -> `redis://user:***@host?password=***`.
-pub fn mask_password(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let mut masked = mask_userinfo(base);
-    if let Some(query) = query {
-        let params: Vec<String> = query
-            .split('&')
-            .map(|param| match param.split_once('=') {
-                Some((name, _)) if matches!(name, "pass" | "password") => format!("{name}=***"),
-                _ => param.to_string(),
-            })
-            .collect();
-        masked.push('?');
-        masked.push_str(&params.join("&"));
-    }
-    masked
-}
-
-fn mask_userinfo(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_string() };
-    let rest = &url[scheme_end..];
-    let Some(at) = rest.rfind('@') else { return url.to_string() };
-    let userinfo = &rest[..at];
-    let masked = match userinfo.find(':') {
-        Some(colon) => format!("{}:***", &userinfo[..colon]),
-        None => "***".to_string(),
-    };
-    format!("{}{masked}{}", &url[..scheme_end], &rest[at..])
-}
+/// The one way Taskline masks a URL's secrets (the client crate's).
+pub use taskline::connection::mask_url as mask_password;
 
 #[cfg(test)]
 mod tests {
@@ -186,9 +156,9 @@ mod tests {
 
     #[test]
     fn passwords_are_masked() {
-        assert_eq!(mask_password("redis://u:p@h:1/0"), "redis://u:***@h:1/0");
-        assert_eq!(mask_password("rediss://:p@h"), "rediss://:***@h");
+        assert_eq!(mask_password("redis://u:p@h:1/0"), "redis://u:****@h:1/0");
+        assert_eq!(mask_password("rediss://:p@h"), "rediss://:****@h");
         assert_eq!(mask_password("redis://h:6379"), "redis://h:6379");
-        assert_eq!(mask_password("unix:///s.sock?db=1&pass=x"), "unix:///s.sock?db=1&pass=***");
+        assert_eq!(mask_password("unix:///s.sock?db=1&pass=x"), "unix:///s.sock?db=1&pass=****");
     }
 }

@@ -322,6 +322,25 @@ impl Client {
         &self.inner.target
     }
 
+    /// Whether this client talks to a Redis Cluster (where a blocking
+    /// command may wait on the keys of one slot only).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner.target, RedisTarget::Cluster(_))
+    }
+
+    /// A new connection of its own to the node that serves `key` now (the
+    /// primary, behind Sentinel), with replies awaited up to
+    /// `response_timeout`: for blocking reads (`BLPOP`, `XREAD BLOCK`),
+    /// which would stall the shared connection. Ask again after an error:
+    /// the node may have changed (failover, moved slot).
+    pub async fn blocking_connection(
+        &self,
+        key: &str,
+        response_timeout: Duration,
+    ) -> Result<redis::aio::MultiplexedConnection> {
+        Ok(self.inner.conn.dedicated(key, response_timeout).await?)
+    }
+
     /// The options in force.
     pub fn options(&self) -> &ClientOptions {
         &self.inner.options

@@ -131,20 +131,36 @@ impl std::fmt::Debug for RedisTarget {
     }
 }
 
-/// `url` with the password (the part between `:` and `@` after the scheme)
-/// replaced by `***`.
+/// `url` with its password (and any `pass` / `password` query parameter)
+/// replaced by `****`. User info without a `:` is masked whole: it may be a
+/// token.
 pub fn mask_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+    let (scheme, rest) = url.split_once("://").map_or(("", url), |(s, r)| (s, r));
+    let mut out = if scheme.is_empty() { String::new() } else { format!("{scheme}://") };
+    let rest = match rest.rfind('@') {
+        Some(at) => {
+            match rest[..at].split_once(':') {
+                Some((user, _)) => out += &format!("{user}:****@"),
+                None => out += "****@",
+            }
+            &rest[at + 1..]
+        }
+        None => rest,
     };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else {
-        return url.to_string();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None if userinfo.is_empty() => url.to_string(),
-        // `redis://password@host` is how the crate reads a bare secret.
-        None => format!("{scheme}://***@{host}"),
+    match rest.split_once('?') {
+        Some((path, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|param| match param.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") => {
+                        format!("{k}=****")
+                    }
+                    _ => param.to_string(),
+                })
+                .collect();
+            out + path + "?" + &params.join("&")
+        }
+        None => out + rest,
     }
 }
 
@@ -574,11 +590,11 @@ mod tests {
 
     #[test]
     fn masks_passwords() {
-        assert_eq!(mask_url("redis://user:secret@h:1/0"), "redis://user:***@h:1/0");
-        assert_eq!(mask_url("rediss://secret@h:1"), "rediss://***@h:1");
+        assert_eq!(mask_url("redis://user:secret@h:1/0"), "redis://user:****@h:1/0");
+        assert_eq!(mask_url("rediss://secret@h:1"), "rediss://****@h:1");
         assert_eq!(mask_url("redis://h:1"), "redis://h:1");
         let target = RedisTarget::cluster(["redis://:pw@a:1", "redis://b:2"]);
-        assert_eq!(target.to_string(), "cluster redis://:***@a:1,redis://b:2");
+        assert_eq!(target.to_string(), "cluster redis://:****@a:1,redis://b:2");
     }
 
     #[test]

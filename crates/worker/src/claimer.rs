@@ -27,7 +27,7 @@ use tracing::warn;
 use crate::metrics::Metrics;
 use crate::runner::{self, RunnerContext};
 use crate::scheduler::Scheduler;
-use crate::waiter::{Waiter, WakeListener, Woken};
+use crate::waiter::{Waiter, WakeListener, Woken, wake_groups};
 
 /// How often an idle claimer looks at every queue although no wake token
 /// came (the safety net for a lost token).
@@ -66,14 +66,9 @@ pub(crate) struct Claimer {
 
 impl Claimer {
     /// A claimer of the queues in `jobs.scheduler` that starts runners on
-    /// `runners` and idles on `waiter`. Call within a Tokio runtime: the
-    /// waiter gets a task of its own.
-    pub(crate) fn new(
-        settings: ClaimSettings,
-        jobs: Arc<RunnerContext>,
-        runners: TaskTracker,
-        waiter: Waiter,
-    ) -> Self {
+    /// `runners` and idles on the queues' wake lists. Call within a Tokio
+    /// runtime: each wake group's waiter gets a task of its own.
+    pub(crate) fn new(settings: ClaimSettings, jobs: Arc<RunnerContext>, runners: TaskTracker) -> Self {
         let names = jobs.scheduler.names();
         let prefix = &jobs.client.options().prefix;
         let wake_keys: Vec<String> = names
@@ -89,7 +84,12 @@ impl Claimer {
             metrics: jobs.metrics.clone(),
             settings,
             names,
-            listener: WakeListener::spawn(waiter, wake_keys.clone()),
+            listener: WakeListener::spawn(
+                wake_groups(&jobs.client, &wake_keys)
+                    .into_iter()
+                    .map(|keys| (Waiter::new(jobs.client.clone()), keys))
+                    .collect(),
+            ),
             wake_keys,
             jobs,
             runners,
@@ -277,7 +277,7 @@ mod tests {
             idle_wait: IDLE_WAIT,
         };
         let runners = TaskTracker::new();
-        let claimer = Claimer::new(settings, jobs.clone(), runners.clone(), Waiter::new(server.client()));
+        let claimer = Claimer::new(settings, jobs.clone(), runners.clone());
         (claimer, jobs, runners)
     }
 

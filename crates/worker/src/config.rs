@@ -50,10 +50,12 @@ pub use handlers::{
     HandlerKind, NamedValues, looks_secret,
 };
 pub(crate) use render::field_path;
-pub use render::{format_duration, mask_url};
+pub use render::format_duration;
 pub use schema::{
-    BackoffConfig, Config, LogFormat, QueueConfig, RedisConfig, RetentionConfig, WorkerSettings,
+    BackoffConfig, Config, DEFAULT_URL, DurabilityMode, LogFormat, QueueConfig, RedisConfig, RetentionConfig,
+    SentinelConfig, WorkerSettings,
 };
+pub use taskline::connection::mask_url;
 
 /// Prefix of environment variables that override configuration fields.
 pub const ENV_PREFIX: &str = "TASKLINE_";

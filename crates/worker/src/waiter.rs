@@ -10,11 +10,23 @@
 //! under a watchdog: if no answer comes well after the block should have
 //! ended (a half-open connection, a silently re-sent command), the
 //! connection is dropped and made again.
+//!
+//! On a Redis Cluster one BLPOP cannot wait on keys of two slots (Redis
+//! answers CROSSSLOT even when one node serves both), so the wait is split
+//! into groups ([`wake_groups`]): one per queue, each with a connection of
+//! its own to the master that serves the queue, found again after an error
+//! (a failover, a moved slot). The listener runs the groups side by side
+//! and hands out whichever answers first. Each group's connection is owned
+//! by its waiter for as long as the worker idles, not taken from a pool: a
+//! pool (deadpool-redis) would check every connection out and back per wait
+//! and, by default, ping it on each checkout (`UNWATCH` + `PING`), tripling
+//! the commands of an idle worker for no gain: the watchdog already
+//! replaces a dead connection.
 
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client};
+use taskline::Client;
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, warn};
@@ -33,14 +45,22 @@ pub enum Woken {
     Failed,
 }
 
-/// Blocks on wake lists over a dedicated connection.
+/// The wake keys one BLPOP may wait on together: all of them on one
+/// server or behind Sentinel, one key per group on a cluster.
+pub fn wake_groups(client: &Client, keys: &[String]) -> Vec<Vec<String>> {
+    if client.is_cluster() { keys.iter().map(|k| vec![k.clone()]).collect() } else { vec![keys.to_vec()] }
+}
+
+/// Blocks on wake lists over a dedicated connection to the node that
+/// serves them.
 pub struct Waiter {
     client: Client,
     conn: Option<MultiplexedConnection>,
 }
 
 impl Waiter {
-    /// A waiter for the Redis at `client` (connects lazily).
+    /// A waiter on the Redis of `client` (connects lazily, to the node of
+    /// the keys it is asked to wait on).
     pub fn new(client: Client) -> Self {
         Self { client, conn: None }
     }
@@ -49,7 +69,11 @@ impl Waiter {
     /// for a token on any of `keys`.
     pub async fn wait(&mut self, keys: &[String], block: Duration) -> Woken {
         let block = block.max(Duration::from_millis(1));
-        let conn = match self.connection(block).await {
+        let Some(route) = keys.first() else {
+            tokio::time::sleep(block).await;
+            return Woken::Timeout;
+        };
+        let conn = match self.connection(route, block).await {
             Some(conn) => conn,
             None => return Woken::Failed,
         };
@@ -77,14 +101,12 @@ impl Waiter {
         }
     }
 
-    async fn connection(&mut self, block: Duration) -> Option<&mut MultiplexedConnection> {
+    async fn connection(&mut self, key: &str, block: Duration) -> Option<&mut MultiplexedConnection> {
         if self.conn.is_none() {
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(5)))
-                // Longer than any block this waiter will ask for, so the
-                // client's own timeout never cuts a legitimate block short.
-                .set_response_timeout(Some(block.max(Duration::from_secs(60)) + WATCHDOG_GRACE * 2));
-            match self.client.get_multiplexed_async_connection_with_config(&config).await {
+            // Longer than any block this waiter will ask for, so the
+            // client's own timeout never cuts a legitimate block short.
+            let response_timeout = block.max(Duration::from_secs(60)) + WATCHDOG_GRACE * 2;
+            match self.client.blocking_connection(key, response_timeout).await {
                 Ok(conn) => {
                     debug!("blocking connection ready");
                     self.conn = Some(conn);
@@ -99,61 +121,74 @@ impl Waiter {
     }
 }
 
-/// Runs a [`Waiter`] in its own task so that a wait survives the caller
-/// looking away: the claimer can react to a freed slot while a BLPOP is in
-/// flight without abandoning it (an abandoned BLPOP would hold the
-/// dedicated connection until it timed out). At most one wait is in flight.
+/// Runs one [`Waiter`] per wake group, each in its own task, so that a
+/// wait survives the caller looking away: the claimer can react to a freed
+/// slot while a BLPOP is in flight without abandoning it (an abandoned BLPOP
+/// would hold the dedicated connection until it timed out). At most one
+/// wait per group is in flight.
 pub struct WakeListener {
-    requests: mpsc::Sender<Duration>,
-    results: mpsc::Receiver<Woken>,
-    pending: bool,
-    /// Ends the task when the listener is dropped, even mid-wait, so that
-    /// its connection closes with its owner.
+    requests: Vec<mpsc::Sender<Duration>>,
+    results: mpsc::Receiver<(usize, Woken)>,
+    pending: Vec<bool>,
+    /// Ends the tasks when the listener is dropped, even mid-wait, so that
+    /// their connections close with their owner.
     _stop: DropGuard,
 }
 
 impl WakeListener {
-    /// Starts the listener task for `keys` (within a Tokio runtime); it ends
-    /// when the listener is dropped.
-    pub fn spawn(mut waiter: Waiter, keys: Vec<String>) -> Self {
+    /// Starts a listener task per group of `(waiter, keys)` (within a Tokio
+    /// runtime); they end when the listener is dropped.
+    pub fn spawn(groups: Vec<(Waiter, Vec<String>)>) -> Self {
         let stop = CancellationToken::new();
         let stop_guard = stop.clone().drop_guard();
-        let (request_tx, mut request_rx) = mpsc::channel::<Duration>(1);
-        let (result_tx, result_rx) = mpsc::channel::<Woken>(1);
-        tokio::spawn(async move {
-            loop {
-                let block = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    block = request_rx.recv() => match block {
-                        Some(block) => block,
-                        None => return,
-                    },
-                };
-                let woken = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    woken = waiter.wait(&keys, block) => woken,
-                };
-                if result_tx.send(woken).await.is_err() {
-                    return;
+        let (result_tx, result_rx) = mpsc::channel::<(usize, Woken)>(groups.len().max(1));
+        let mut requests = Vec::with_capacity(groups.len());
+        for (index, (mut waiter, keys)) in groups.into_iter().enumerate() {
+            let (request_tx, mut request_rx) = mpsc::channel::<Duration>(1);
+            requests.push(request_tx);
+            let (stop, result_tx) = (stop.clone(), result_tx.clone());
+            tokio::spawn(async move {
+                loop {
+                    let block = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        block = request_rx.recv() => match block {
+                            Some(block) => block,
+                            None => return,
+                        },
+                    };
+                    let woken = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        woken = waiter.wait(&keys, block) => woken,
+                    };
+                    if result_tx.send((index, woken)).await.is_err() {
+                        return;
+                    }
                 }
-            }
-        });
-        Self { requests: request_tx, results: result_rx, pending: false, _stop: stop_guard }
+            });
+        }
+        let pending = vec![false; requests.len()];
+        Self { requests, results: result_rx, pending, _stop: stop_guard }
     }
 
-    /// Starts a wait of up to `block` unless one is already in flight, then
-    /// resolves with the next result. Cancel-safe: if the caller stops
-    /// waiting, the wait goes on and its result is returned by the next
-    /// call.
+    /// Starts a wait of up to `block` in every group that has none in
+    /// flight, then resolves with the first result of any group.
+    /// Cancel-safe: if the caller stops waiting, the waits go on and their
+    /// results are returned by the next calls.
     pub async fn next(&mut self, block: Duration) -> Woken {
-        if !self.pending {
-            if self.requests.send(block).await.is_err() {
-                return Woken::Failed;
+        for (request, pending) in self.requests.iter().zip(self.pending.iter_mut()) {
+            if !*pending {
+                if request.send(block).await.is_err() {
+                    return Woken::Failed;
+                }
+                *pending = true;
             }
-            self.pending = true;
         }
-        let woken = self.results.recv().await.unwrap_or(Woken::Failed);
-        self.pending = false;
-        woken
+        match self.results.recv().await {
+            Some((index, woken)) => {
+                self.pending[index] = false;
+                woken
+            }
+            None => Woken::Failed,
+        }
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! Components, each a small struct with `run(shutdown)`:
 //! - the claimer (`claimer`): fills free slots with claims, picks queues by
-//!   the [`Scheduler`], and idles on the [`Waiter`] when there is no work;
+//!   the [`Scheduler`], and idles on the [`Waiter`](crate::waiter::Waiter) when there is no work;
 //! - one runner task per job (`runner`), started by the claimer;
 //! - the [`LeaseRenewer`] heartbeat;
 //! - the [`Reaper`] of expired leases;
@@ -50,7 +50,6 @@ use crate::reaper::Reaper;
 use crate::runner::{JobStops, RunnerContext};
 use crate::sampler::QueueSampler;
 use crate::scheduler::{QueueShare, Scheduler};
-use crate::waiter::Waiter;
 
 /// How long runners get to record the outcome of released jobs once
 /// shutdown has cancelled them (step 4 above).
@@ -225,11 +224,10 @@ impl Worker {
             ),
             None => None,
         };
-        let client = Client::builder(&config.redis.url).options(client_options(config)).connect().await?;
+        let client =
+            Client::builder_for(config.redis.target()).options(client_options(config)).connect().await?;
         metrics.redis_ok();
         apply_flow_settings(&client, config).await?;
-        // The claimer's blocking waits get a connection of their own.
-        let blocking = redis::Client::open(config.redis.url.as_str()).map_err(taskline::Error::from)?;
         let lease = config.worker.lease;
         let leases = Arc::new(HeldLeases::default());
         let stops = JobStops { stop_claiming: shutdown.child_token(), ..JobStops::default() };
@@ -279,7 +277,7 @@ impl Worker {
             worker_id: worker_id.clone(),
             idle_wait: config.worker.idle_wait,
         };
-        let claimer = Claimer::new(settings, jobs, runners.clone(), Waiter::new(blocking));
+        let claimer = Claimer::new(settings, jobs, runners.clone());
         let claimer = tokio::spawn(claimer.run(stops.stop_claiming.clone()));
         Ok(Running {
             worker_id,
@@ -432,6 +430,7 @@ fn client_options(config: &Config) -> ClientOptions {
         response_timeout: config.redis.response_timeout,
         connection_timeout: config.redis.connection_timeout,
         coalesce_calls: config.redis.coalesce_calls,
+        durability: config.redis.client_durability(),
         queues: config
             .queues
             .iter()

@@ -68,7 +68,7 @@ fn redis_down_is_a_clear_exit_1() {
     for args in [&["queues"][..], &["dlq", "list", "emails"], &["events", "emails", "--follow"]] {
         let run = run_at(&url, args, None).code(1);
         assert!(
-            run.stderr.contains(&format!("cannot reach Redis at redis://user:***@127.0.0.1:{port}: ")),
+            run.stderr.contains(&format!("cannot reach Redis at redis://user:****@127.0.0.1:{port}: ")),
             "{args:?}: {}",
             run.stderr
         );
@@ -111,7 +111,7 @@ fn a_server_that_is_not_redis_is_named_in_one_line() {
             assert_eq!(run.stderr.lines().count(), 1, "{args:?}: one line: {}", run.stderr);
             assert!(
                 run.stderr.contains(&format!(
-                    "the server at redis://user:***@127.0.0.1:{port} did not answer as Redis"
+                    "the server at redis://user:****@127.0.0.1:{port} did not answer as Redis"
                 )),
                 "{args:?}: {}",
                 run.stderr

@@ -106,6 +106,26 @@ pub(super) fn optional_socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Op
     })
 }
 
+/// A list of strings: a TOML array, or one comma-separated string (what an
+/// environment variable can hold), with blanks around items dropped.
+pub(super) fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrText {
+        List(Vec<String>),
+        Text(String),
+    }
+    let items = match ListOrText::deserialize(d).map_err(|_| {
+        de::Error::custom(
+            "expected a list of URLs, e.g. [\"redis://10.0.0.1:7000\"], or one comma-separated string",
+        )
+    })? {
+        ListOrText::List(items) => items,
+        ListOrText::Text(text) => text.split(',').map(str::to_string).collect(),
+    };
+    Ok(items.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+}
+
 /// A jitter name with a message that lists the choices.
 pub(super) fn jitter<'de, D: Deserializer<'de>>(d: D) -> Result<Jitter, D::Error> {
     let name = String::deserialize(d)?;

@@ -9,8 +9,18 @@ use super::env::EnvOverrides;
 use super::handlers;
 use super::render::field_path;
 
-/// The error for an array anywhere: no field of the configuration takes one.
+/// The error for an array where no field takes one.
 pub(super) const ARRAY_MESSAGE: &str = "invalid type: array, expected a table or a single value";
+
+/// The `[redis]` fields that take a list of URLs.
+const REDIS_LIST_FIELDS: [&[&str]; 2] = [&["redis", "cluster"], &["redis", "sentinel", "nodes"]];
+
+/// Whether the field at `path` takes an array: a handler's list fields
+/// (`args`, ...) and the URL lists of `[redis]`.
+fn takes_array(path: &[&str]) -> bool {
+    let handler_list = path.len() == 3 && path[0] == "handlers" && handlers::ARRAY_FIELDS.contains(&path[2]);
+    handler_list || REDIS_LIST_FIELDS.contains(&path)
+}
 
 /// Turns an error of the `config` crate into one that names the field.
 pub(super) fn convert_error(err: config::ConfigError, overrides: &EnvOverrides) -> ConfigError {
@@ -29,8 +39,10 @@ pub(super) fn convert_error(err: config::ConfigError, overrides: &EnvOverrides) 
     // An index in the key means serde read an array as a struct's fields in
     // order; no field takes an array, so say that instead.
     if let Some((field, _)) = key.split_once('[') {
-        // ...except a handler's list fields, whose elements have a type.
-        let list_field = field.rsplit('.').next().is_some_and(|leaf| handlers::ARRAY_FIELDS.contains(&leaf));
+        // ...except the list fields, whose elements have a type.
+        let parts: Vec<&str> = field.split('.').collect();
+        let list_field = takes_array(&parts)
+            || field.rsplit('.').next().is_some_and(|leaf| handlers::ARRAY_FIELDS.contains(&leaf));
         let message = if list_field { format!("an element: {message}") } else { ARRAY_MESSAGE.to_string() };
         return overrides.attribute(ConfigError::new(field, message));
     }
@@ -67,11 +79,8 @@ pub(super) fn first_array(tree: config::Map<String, config::Value>) -> Option<St
     let mut stack: Vec<(Vec<String>, config::Value)> = tree.into_iter().map(|(k, v)| (vec![k], v)).collect();
     while let Some((path, value)) = stack.pop() {
         match value.kind {
-            // A handler's list fields (`args`, ...) are the only arrays.
             config::ValueKind::Array(_)
-                if path.len() == 3
-                    && path[0] == "handlers"
-                    && handlers::ARRAY_FIELDS.contains(&path[2].as_str()) => {}
+                if takes_array(&path.iter().map(String::as_str).collect::<Vec<_>>()) => {}
             config::ValueKind::Array(_) => {
                 return Some(field_path(&path.iter().map(String::as_str).collect::<Vec<_>>()));
             }

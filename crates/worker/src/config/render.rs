@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use super::deserialize::jitter_name;
 use super::handlers::shown_value;
+use super::mask_url;
 use super::{
-    Config, DEFAULT_KILL_GRACE, DEFAULT_MAX_RESULT_BYTES, DEFAULT_TRANSIENT_EXIT_CODES, HandlerConfig,
-    HandlerKind, NamedValues, QueueConfig, RedisConfig, WorkerSettings,
+    Config, DEFAULT_KILL_GRACE, DEFAULT_MAX_RESULT_BYTES, DEFAULT_TRANSIENT_EXIT_CODES, DurabilityMode,
+    HandlerConfig, HandlerKind, NamedValues, QueueConfig, RedisConfig, WorkerSettings,
 };
 
 impl Config {
@@ -41,11 +42,41 @@ impl Config {
 
 fn write_redis(out: &mut String, r: &RedisConfig) {
     *out += "\n[redis]\n";
-    line(out, "url", &toml_string(&mask_url(&r.url)));
+    match (r.cluster.is_empty(), &r.sentinel) {
+        (false, _) => {
+            let nodes: Vec<String> = r.cluster.iter().map(|u| toml_string(&mask_url(u))).collect();
+            line(out, "cluster", &format!("[{}]", nodes.join(", ")));
+        }
+        (true, Some(_)) => {
+            let _ = writeln!(out, "# url is not used: the primary is found through [redis.sentinel]");
+        }
+        (true, None) => line(out, "url", &toml_string(&mask_url(&r.url))),
+    }
+    line(out, "durability", &toml_string(r.durability.as_str()));
+    if r.durability == DurabilityMode::Replicated {
+        line(out, "replicas", &r.replicas.to_string());
+        line(out, "replication_timeout", &toml_duration(r.replication_timeout));
+    }
     line(out, "prefix", &toml_string(&r.prefix));
     line(out, "response_timeout", &toml_duration(r.response_timeout));
     line(out, "connection_timeout", &toml_duration(r.connection_timeout));
     line(out, "coalesce_calls", &r.coalesce_calls.to_string());
+    if let Some(s) = &r.sentinel {
+        *out += "\n[redis.sentinel]\n";
+        let nodes: Vec<String> = s.nodes.iter().map(|u| toml_string(&mask_url(u))).collect();
+        line(out, "nodes", &format!("[{}]", nodes.join(", ")));
+        line(out, "master_name", &toml_string(&s.master_name));
+        optional(out, "username", s.username.as_deref().map(toml_string), "no ACL user on the data nodes");
+        optional(
+            out,
+            "password",
+            s.password.as_ref().map(|_| toml_string("****")),
+            "no password on the data nodes",
+        );
+        line(out, "db", &s.db.to_string());
+        line(out, "tls", &s.tls.to_string());
+        line(out, "tls_insecure", &s.tls_insecure.to_string());
+    }
 }
 
 fn write_worker(out: &mut String, w: &WorkerSettings) {
@@ -152,39 +183,6 @@ fn masked_table(values: &NamedValues) -> String {
         .map(|(key, value)| format!("{} = {}", field_path(&[key]), toml_string(shown_value(key, value))))
         .collect();
     if entries.is_empty() { "{}".into() } else { format!("{{ {} }}", entries.join(", ")) }
-}
-
-/// `url` with its password (and any `pass` / `password` query parameter)
-/// replaced by `****`. User info without a `:` is masked whole: it may be a
-/// token.
-pub fn mask_url(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").map_or(("", url), |(s, r)| (s, r));
-    let mut out = if scheme.is_empty() { String::new() } else { format!("{scheme}://") };
-    let rest = match rest.rfind('@') {
-        Some(at) => {
-            match rest[..at].split_once(':') {
-                Some((user, _)) => out += &format!("{user}:****@"),
-                None => out += "****@",
-            }
-            &rest[at + 1..]
-        }
-        None => rest,
-    };
-    match rest.split_once('?') {
-        Some((path, query)) => {
-            let params: Vec<String> = query
-                .split('&')
-                .map(|param| match param.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") => {
-                        format!("{k}=****")
-                    }
-                    _ => param.to_string(),
-                })
-                .collect();
-            out + path + "?" + &params.join("&")
-        }
-        None => out + rest,
-    }
 }
 
 /// A duration the way it is written in the file: `"1h30m"`, `"1s500ms"`.

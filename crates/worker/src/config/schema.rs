@@ -12,10 +12,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
-use taskline::{Backoff, FlowLimits, Jitter, RateLimit, Retention};
+use taskline::{Backoff, Durability, FlowLimits, Jitter, RateLimit, RedisTarget, Retention, SentinelTarget};
 
 use super::HandlerConfig;
-use super::deserialize::{duration, jitter, optional_duration, optional_rate_limit, optional_socket_addr};
+use super::deserialize::{
+    duration, jitter, optional_duration, optional_rate_limit, optional_socket_addr, string_list,
+};
 use super::mask_url;
 
 /// The whole worker configuration.
@@ -40,10 +42,29 @@ pub struct Config {
 #[derive(Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// Connection URL: `redis://`, `rediss://` (TLS), `redis+unix://` or
-    /// `unix://`. May carry a password, which is masked whenever the
-    /// configuration is printed (including by `Debug`).
+    /// Connection URL of one server: `redis://`, `rediss://` (TLS),
+    /// `redis+unix://` or `unix://`. May carry a password, which is masked
+    /// whenever the configuration is printed (including by `Debug`). Leave
+    /// it at its default when `cluster` or `sentinel` is set.
     pub url: String,
+    /// Seed nodes of a Redis Cluster (`redis://` or `rediss://` URLs; a few
+    /// reachable nodes are enough, credentials and TLS come from the first).
+    /// In the environment: one comma-separated list.
+    #[serde(deserialize_with = "string_list")]
+    pub cluster: Vec<String>,
+    /// A primary found through Redis Sentinel (`[redis.sentinel]`).
+    pub sentinel: Option<SentinelConfig>,
+    /// When a state change counts as made: `"primary"` (the default) once
+    /// the primary ran it, `"replicated"` only once `replicas` replicas
+    /// confirm it (`WAIT`) within `replication_timeout`
+    /// ([`taskline::Durability`]).
+    pub durability: DurabilityMode,
+    /// With `durability = "replicated"`: replicas that must confirm each
+    /// change.
+    pub replicas: u32,
+    /// With `durability = "replicated"`: longest wait for the replicas.
+    #[serde(deserialize_with = "duration")]
+    pub replication_timeout: Duration,
     /// Prefix of every Redis key; workers and producers must agree on it.
     pub prefix: String,
     /// Longest wait for the reply to one ordinary command. Blocking reads use
@@ -61,7 +82,12 @@ pub struct RedisConfig {
 impl Default for RedisConfig {
     fn default() -> Self {
         Self {
-            url: "redis://127.0.0.1:6379".into(),
+            url: DEFAULT_URL.into(),
+            cluster: Vec::new(),
+            sentinel: None,
+            durability: DurabilityMode::Primary,
+            replicas: 1,
+            replication_timeout: Duration::from_secs(1),
             prefix: "taskline".into(),
             response_timeout: Duration::from_secs(5),
             connection_timeout: Duration::from_secs(5),
@@ -75,11 +101,117 @@ impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConfig")
             .field("url", &mask_url(&self.url))
+            .field("cluster", &self.cluster.iter().map(|u| mask_url(u)).collect::<Vec<_>>())
+            .field("sentinel", &self.sentinel)
+            .field("durability", &self.durability)
             .field("prefix", &self.prefix)
             .field("response_timeout", &self.response_timeout)
             .field("connection_timeout", &self.connection_timeout)
             .field("coalesce_calls", &self.coalesce_calls)
             .finish()
+    }
+}
+
+/// The `url` of a `[redis]` table that sets none.
+pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
+
+impl RedisConfig {
+    /// What the client connects to: the cluster, the primary behind
+    /// Sentinel, or the one server at `url`.
+    pub fn target(&self) -> RedisTarget {
+        if !self.cluster.is_empty() {
+            return RedisTarget::cluster(self.cluster.clone());
+        }
+        match &self.sentinel {
+            Some(s) => RedisTarget::Sentinel(SentinelTarget {
+                sentinels: s.nodes.clone(),
+                master_name: s.master_name.clone(),
+                username: s.username.clone(),
+                password: s.password.clone(),
+                db: s.db,
+                tls: s.tls,
+                tls_insecure: s.tls_insecure,
+            }),
+            None => RedisTarget::server(self.url.clone()),
+        }
+    }
+
+    /// The durability the client applies.
+    pub fn client_durability(&self) -> Durability {
+        match self.durability {
+            DurabilityMode::Primary => Durability::Primary,
+            DurabilityMode::Replicated => {
+                Durability::Replicated { replicas: self.replicas, timeout: self.replication_timeout }
+            }
+        }
+    }
+}
+
+/// A primary found through Redis Sentinel (`[redis.sentinel]`).
+#[derive(Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SentinelConfig {
+    /// The sentinels, as `redis://host:port` URLs (with the sentinels' own
+    /// credentials, if they have any). In the environment: one
+    /// comma-separated list.
+    #[serde(deserialize_with = "string_list")]
+    pub nodes: Vec<String>,
+    /// The name the sentinels monitor the primary under.
+    pub master_name: String,
+    /// ACL user on the primary and replicas, if any.
+    pub username: Option<String>,
+    /// Password on the primary and replicas, if any (masked when printed).
+    pub password: Option<String>,
+    /// Database number on the data nodes.
+    pub db: i64,
+    /// Connect to the data nodes with TLS.
+    pub tls: bool,
+    /// With `tls`: skip certificate verification (self-signed test servers).
+    pub tls_insecure: bool,
+}
+
+impl fmt::Debug for SentinelConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SentinelConfig")
+            .field("nodes", &self.nodes.iter().map(|u| mask_url(u)).collect::<Vec<_>>())
+            .field("master_name", &self.master_name)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("db", &self.db)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// `redis.durability`: when a state change counts as made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DurabilityMode {
+    /// Once the primary ran it (`"primary"`, the default).
+    #[default]
+    Primary,
+    /// Once `redis.replicas` replicas confirm it (`"replicated"`).
+    Replicated,
+}
+
+impl DurabilityMode {
+    /// The name used in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Primary => "primary",
+            Self::Replicated => "replicated",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DurabilityMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "primary" => Ok(Self::Primary),
+            "replicated" => Ok(Self::Replicated),
+            other => Err(de::Error::custom(format!(
+                "unknown durability {other:?}; use \"primary\" (the default) or \"replicated\""
+            ))),
+        }
     }
 }
 

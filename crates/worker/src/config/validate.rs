@@ -8,7 +8,10 @@ use taskline::QueueName;
 use taskline::names::plain_name_problem;
 
 use super::render::field_path;
-use super::{Config, ConfigError, QueueConfig, RedisConfig, WorkerSettings, format_duration, mask_url};
+use super::{
+    Config, ConfigError, DEFAULT_URL, DurabilityMode, QueueConfig, RedisConfig, WorkerSettings,
+    format_duration, mask_url,
+};
 
 impl Config {
     /// Checks every value and every cross-reference. The loaders call it;
@@ -55,7 +58,61 @@ impl RedisConfig {
             ));
         }
         positive("redis.response_timeout", self.response_timeout)?;
-        positive("redis.connection_timeout", self.connection_timeout)
+        positive("redis.connection_timeout", self.connection_timeout)?;
+        self.validate_deployment()?;
+        if self.durability == DurabilityMode::Replicated {
+            at_least_one("redis.replicas", self.replicas)?;
+            positive("redis.replication_timeout", self.replication_timeout)?;
+        }
+        Ok(())
+    }
+
+    /// One of `url`, `cluster` and `[redis.sentinel]`, each well formed.
+    fn validate_deployment(&self) -> Result<(), ConfigError> {
+        let custom_url = self.url != DEFAULT_URL;
+        let chosen = [custom_url, !self.cluster.is_empty(), self.sentinel.is_some()];
+        if chosen.iter().filter(|c| **c).count() > 1 {
+            let field = if self.sentinel.is_some() { "redis.sentinel" } else { "redis.cluster" };
+            return Err(ConfigError::new(
+                field,
+                "set only one of redis.url (one server), redis.cluster (seed nodes of a Redis Cluster) \
+                 and [redis.sentinel] (a primary behind Sentinel)",
+            ));
+        }
+        for (i, url) in self.cluster.iter().enumerate() {
+            if !["redis://", "rediss://"].iter().any(|s| url.starts_with(s)) {
+                return Err(ConfigError::new(
+                    format!("redis.cluster[{i}]"),
+                    format!(
+                        "{:?} is not a cluster node URL; write \"redis://host:port\" or \"rediss://host:port\"",
+                        mask_url(url)
+                    ),
+                ));
+            }
+        }
+        if let Some(sentinel) = &self.sentinel {
+            if sentinel.nodes.is_empty() {
+                return Err(ConfigError::new(
+                    "redis.sentinel.nodes",
+                    "no sentinels; list at least one, e.g. nodes = [\"redis://10.0.0.1:26379\"]",
+                ));
+            }
+            if let Some(url) =
+                sentinel.nodes.iter().find(|u| !u.starts_with("redis://") && !u.starts_with("rediss://"))
+            {
+                return Err(ConfigError::new(
+                    "redis.sentinel.nodes",
+                    format!("{:?} is not a sentinel URL; write \"redis://host:26379\"", mask_url(url)),
+                ));
+            }
+            if sentinel.master_name.is_empty() {
+                return Err(ConfigError::new(
+                    "redis.sentinel.master_name",
+                    "missing; the name the sentinels monitor the primary under (`sentinel monitor <name> ...`)",
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -770,3 +770,76 @@ fn the_example_file_shows_the_metrics_fields() {
         assert!(reference.contains(field), "config/README.md does not document {field:?}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Where Redis is: one server, a cluster, Sentinel; durability
+
+#[test]
+fn a_cluster_is_a_list_of_seed_urls_in_the_file_or_one_comma_separated_variable() {
+    let text =
+        format!("[redis]\ncluster = [\"redis://10.0.0.1:7000\", \"redis://:s3cr3t@10.0.0.2:7000\"]\n{QUEUE}");
+    let config = load_ok(&text, &[]);
+    assert_eq!(config.redis.cluster, ["redis://10.0.0.1:7000", "redis://:s3cr3t@10.0.0.2:7000"]);
+    assert!(matches!(config.redis.target(), taskline::RedisTarget::Cluster(c) if c.nodes.len() == 2));
+    let shown = config.redacted();
+    assert!(
+        shown.contains("cluster = [\"redis://10.0.0.1:7000\", \"redis://:****@10.0.0.2:7000\"]"),
+        "{shown}"
+    );
+    assert!(!shown.contains("s3cr3t"), "the password is masked: {shown}");
+
+    let config = load_ok(QUEUE, &[("TASKLINE_REDIS__CLUSTER", "redis://a:7000, redis://b:7001")]);
+    assert_eq!(config.redis.cluster, ["redis://a:7000", "redis://b:7001"]);
+}
+
+#[test]
+fn a_sentinel_table_names_the_sentinels_and_the_master() {
+    let text = format!(
+        "[redis]\ndurability = \"replicated\"\nreplicas = 2\nreplication_timeout = \"500ms\"\n\
+         [redis.sentinel]\nnodes = [\"redis://10.0.0.1:26379\"]\nmaster_name = \"mymaster\"\npassword = \"s3cret\"\n{QUEUE}"
+    );
+    let config = load_ok(&text, &[]);
+    match config.redis.target() {
+        taskline::RedisTarget::Sentinel(s) => {
+            assert_eq!((s.master_name.as_str(), s.password.as_deref()), ("mymaster", Some("s3cret")));
+            assert_eq!(s.sentinels, ["redis://10.0.0.1:26379"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        config.redis.client_durability(),
+        taskline::Durability::Replicated { replicas: 2, timeout: Duration::from_millis(500) }
+    );
+    let shown = config.redacted();
+    assert!(shown.contains("[redis.sentinel]") && shown.contains("master_name = \"mymaster\""), "{shown}");
+    assert!(!shown.contains("s3cret") && !format!("{config:?}").contains("s3cret"), "{shown}");
+    // Loads again from its own rendering.
+    let again = Config::from_toml_str(&shown.replace("\"****\"", "\"x\"")).expect("the rendering loads");
+    assert_eq!(again.redis.sentinel.expect("sentinel").master_name, "mymaster");
+}
+
+#[test]
+fn a_deployment_set_twice_or_half_is_refused_with_the_field() {
+    let both = format!("[redis]\nurl = \"redis://h:1\"\ncluster = [\"redis://a:1\"]\n{QUEUE}");
+    let err = load_err(&both, &[]);
+    assert_eq!(err.field, "redis.cluster");
+    assert!(err.message.contains("set only one of redis.url"), "{err}");
+
+    let err = load_err(&format!("[redis]\ncluster = [\"http://a:1\"]\n{QUEUE}"), &[]);
+    assert_eq!(err.field, "redis.cluster[0]");
+    assert!(err.message.contains("not a cluster node URL"), "{err}");
+
+    let err = load_err(&format!("[redis.sentinel]\nnodes = [\"redis://a:26379\"]\n{QUEUE}"), &[]);
+    assert_eq!(err.field, "redis.sentinel.master_name");
+    let err = load_err(&format!("[redis.sentinel]\nmaster_name = \"m\"\n{QUEUE}"), &[]);
+    assert_eq!(err.field, "redis.sentinel.nodes");
+
+    let err = load_err(&format!("[redis]\ndurability = \"sometimes\"\n{QUEUE}"), &[]);
+    assert_eq!(err.field, "redis.durability");
+    assert!(err.message.contains("\"primary\" (the default) or \"replicated\""), "{err}");
+    let err = load_err(&format!("[redis]\ndurability = \"replicated\"\nreplicas = 0\n{QUEUE}"), &[]);
+    assert_eq!(err.field, "redis.replicas");
+    // A list where none is taken is still refused as before.
+    let err = load_err(&format!("[redis]\nprefix = [\"a\"]\n{QUEUE}"), &[]);
+    assert_eq!(err.field, "redis.prefix");
+}

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::client::{Args, Client};
+use crate::args::Args;
+use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::job::{Job, JobId, JobState};
 use crate::reply::Reply;

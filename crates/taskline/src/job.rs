@@ -1,4 +1,5 @@
-//! The job model: ids, states, what a producer submits, what is stored.
+//! The job model: ids, states, what a producer submits and what became
+//! of it, what is stored.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::names::validate_job_id;
+// Kept at this path for the operator modules that read times this way.
+pub(crate) use crate::time::{from_epoch_millis, to_epoch_millis};
 
 /// Highest priority level; levels run from 0 (the default) to this, and
 /// higher levels are served first.
@@ -279,6 +282,33 @@ impl NewJob {
     }
 }
 
+/// What happened to one job of a bulk enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnqueueOutcome {
+    /// Enqueued under this id.
+    Created(JobId),
+    /// Not enqueued: a job with the same id exists.
+    DuplicateId(JobId),
+    /// Not enqueued: this job holds the same unique key.
+    DuplicateUnique(JobId),
+}
+
+impl EnqueueOutcome {
+    /// The id of the job that is in the queue now (new or existing).
+    pub fn id(&self) -> &JobId {
+        match self {
+            EnqueueOutcome::Created(id)
+            | EnqueueOutcome::DuplicateId(id)
+            | EnqueueOutcome::DuplicateUnique(id) => id,
+        }
+    }
+
+    /// True when the job was enqueued.
+    pub fn is_created(&self) -> bool {
+        matches!(self, EnqueueOutcome::Created(_))
+    }
+}
+
 /// Whether a failure is worth retrying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -312,7 +342,7 @@ pub struct AttemptError {
     /// The worker instance that ran the attempt.
     pub worker: String,
     /// When it failed, on the Redis server's clock.
-    #[serde(rename = "at", with = "epoch_millis")]
+    #[serde(rename = "at", with = "crate::time::epoch_millis")]
     pub at: SystemTime,
 }
 
@@ -455,33 +485,6 @@ impl Job {
     /// Deserializes the payload.
     pub fn payload_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         serde_json::from_str(&self.payload)
-    }
-}
-
-/// Milliseconds since the Unix epoch, as the scripts store times.
-pub(crate) fn from_epoch_millis(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
-}
-
-/// A time as milliseconds since the Unix epoch: 0 for times before it,
-/// saturating (never wrapping) for times beyond `u64` milliseconds.
-pub(crate) fn to_epoch_millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
-}
-
-/// Serde adapter: `SystemTime` as integer milliseconds since the epoch.
-mod epoch_millis {
-    use std::time::SystemTime;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(super::to_epoch_millis(*t))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
-        // cjson may write large integers as floats (1.7e+12): accept both.
-        Ok(super::from_epoch_millis(f64::deserialize(d)? as u64))
     }
 }
 

@@ -8,9 +8,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::args::truncate;
 use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::protocol::{Lease, truncate};
+use crate::protocol::Lease;
 use crate::scripts::SCRIPTS;
 
 /// Longest unit name stored, in bytes; longer ones are cut.

@@ -135,11 +135,16 @@ impl Client {
             answers.push(match status.as_str() {
                 "completed" => Ok((Completion::Completed, share(&mut fresh)?)),
                 "already" => Ok((Completion::AlreadyCompleted, share(&mut back)?)),
-                "lease_lost" => Err(Error::LeaseLost { queue: queue.into(), id: job_id.into() }),
-                "not_found" => Err(Error::JobNotFound { queue: queue.into(), id: job_id.into() }),
-                other => {
-                    return Err(Error::Protocol { script: "complete", detail: format!("status {other:?}") });
-                }
+                // Lease lost or job gone: this entry's answer, not the batch's.
+                other => match Error::refused(other, queue, job_id) {
+                    Some(refusal) => Err(refusal),
+                    None => {
+                        return Err(Error::Protocol {
+                            script: "complete",
+                            detail: format!("status {other:?}"),
+                        });
+                    }
+                },
             });
         }
         Ok(answers)

@@ -346,13 +346,11 @@ pub struct AttemptError {
     pub at: SystemTime,
 }
 
-/// A job's full stored record.
+/// The facts of a job that both its stored record ([`Job::facts`]) and a
+/// worker's lease of it ([`crate::ClaimedJob::facts`]) carry: what it is,
+/// how it may run, and how far it got.
 #[derive(Debug, Clone)]
-pub struct Job {
-    /// The job id.
-    pub id: JobId,
-    /// Its queue.
-    pub queue: String,
+pub struct JobFacts {
     /// The job name (routes to a handler).
     pub name: String,
     /// The payload, as JSON text.
@@ -361,24 +359,48 @@ pub struct Job {
     pub version: u32,
     /// Priority level.
     pub priority: u8,
-    /// Where the job is now.
-    pub state: JobState,
-    /// Attempts started since enqueue or the last replay.
+    /// Attempts started since enqueue or the last replay; in a claimed job,
+    /// the number of the attempt it starts (1 for the first).
     pub attempt: u32,
     /// The attempt budget (the queue's default when the job set none).
     pub max_attempts: u32,
-    /// Per-job backoff override.
+    /// Per-job backoff override, if set at enqueue.
     pub backoff: Option<Backoff>,
-    /// Per-attempt timeout.
+    /// Per-attempt timeout, if set at enqueue.
     pub timeout: Option<Duration>,
+    /// Correlation id, if any.
+    pub correlation_id: Option<String>,
+    /// Latest checkpoint (JSON) saved by an attempt, if any.
+    pub checkpoint: Option<String>,
+    /// When it was enqueued.
+    pub created_at: SystemTime,
+    /// How many times a worker released it without running it (releases
+    /// for rate limiting are not counted).
+    pub releases: u32,
+}
+
+impl JobFacts {
+    /// Deserializes the payload.
+    pub fn payload_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(&self.payload)
+    }
+}
+
+/// A job's full stored record.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The job id.
+    pub id: JobId,
+    /// Its queue.
+    pub queue: String,
+    /// Where the job is now.
+    pub state: JobState,
+    /// Name, payload, attempts and the other facts a claim hands a worker.
+    pub facts: JobFacts,
     /// Unique key, if any.
     pub unique_key: Option<String>,
     /// Mutex group key, if any.
     pub group: Option<String>,
-    /// Correlation id, if any.
-    pub correlation_id: Option<String>,
-    /// When it was enqueued.
-    pub created_at: SystemTime,
     /// When it is (or was) due to run.
     pub due_at: Option<SystemTime>,
     /// When its latest attempt started.
@@ -400,12 +422,8 @@ pub struct Job {
     pub replays: u32,
     /// When it was last replayed.
     pub replayed_at: Option<SystemTime>,
-    /// How many times a worker released it without running it.
-    pub releases: u32,
     /// Latest progress report (JSON), if any.
     pub progress: Option<String>,
-    /// Latest checkpoint (JSON), if any.
-    pub checkpoint: Option<String>,
 }
 
 impl Job {
@@ -443,21 +461,25 @@ impl Job {
             Ok(Job {
                 id: JobId::from_stored(String::new()),
                 queue: queue.to_string(),
-                name: take("name").unwrap_or_default(),
-                payload: take("payload").unwrap_or_else(|| "null".into()),
-                version: num(take("version"), "version")?.unwrap_or(0),
-                priority: num(take("priority"), "priority")?.unwrap_or(0),
                 state,
-                attempt: num(take("attempt"), "attempt")?.unwrap_or(0),
-                max_attempts: num(take("max_attempts"), "max_attempts")?.unwrap_or(0),
-                backoff,
-                timeout: num::<u64>(take("timeout_ms"), "timeout_ms")?
-                    .filter(|t| *t > 0)
-                    .map(Duration::from_millis),
+                facts: JobFacts {
+                    name: take("name").unwrap_or_default(),
+                    payload: take("payload").unwrap_or_else(|| "null".into()),
+                    version: num(take("version"), "version")?.unwrap_or(0),
+                    priority: num(take("priority"), "priority")?.unwrap_or(0),
+                    attempt: num(take("attempt"), "attempt")?.unwrap_or(0),
+                    max_attempts: num(take("max_attempts"), "max_attempts")?.unwrap_or(0),
+                    backoff,
+                    timeout: num::<u64>(take("timeout_ms"), "timeout_ms")?
+                        .filter(|t| *t > 0)
+                        .map(Duration::from_millis),
+                    correlation_id: take("correlation_id"),
+                    checkpoint: take("checkpoint"),
+                    created_at: ms(num(take("created_at"), "created_at")?).unwrap_or(UNIX_EPOCH),
+                    releases: num(take("releases"), "releases")?.unwrap_or(0),
+                },
                 unique_key: take("unique_key"),
                 group: take("group"),
-                correlation_id: take("correlation_id"),
-                created_at: ms(num(take("created_at"), "created_at")?).unwrap_or(UNIX_EPOCH),
                 due_at: ms(num(take("due_at"), "due_at")?),
                 started_at: ms(num(take("started_at"), "started_at")?),
                 finished_at: ms(num(take("finished_at"), "finished_at")?),
@@ -468,9 +490,7 @@ impl Job {
                 last_dead_reason: take("last_dead_reason"),
                 replays: num(take("replays"), "replays")?.unwrap_or(0),
                 replayed_at: ms(num(take("replayed_at"), "replayed_at")?),
-                releases: num(take("releases"), "releases")?.unwrap_or(0),
                 progress: take("progress"),
-                checkpoint: take("checkpoint"),
             })
         })();
         match parsed {
@@ -482,9 +502,9 @@ impl Job {
         }
     }
 
-    /// Deserializes the payload.
+    /// Deserializes the payload (see [`JobFacts::payload_as`]).
     pub fn payload_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_str(&self.payload)
+        self.facts.payload_as()
     }
 }
 

@@ -85,7 +85,8 @@ pub use doctor::{QueueReport, Violation};
 pub use error::{Error, Result};
 pub use flow::{FlowLimits, FlowSettings, RateLimit};
 pub use job::{
-    AttemptError, EnqueueOptions, FailureKind, Group, Job, JobId, JobState, MAX_PRIORITY, NewJob, UniqueMode,
+    AttemptError, EnqueueOptions, FailureKind, Group, Job, JobFacts, JobId, JobState, MAX_PRIORITY, NewJob,
+    UniqueMode,
 };
 pub use names::QueueName;
 pub use operator::dead::{DeadFilter, DeadMatches};

@@ -169,8 +169,8 @@ impl Client {
             .into_iter()
             .map(|fields| {
                 let mut job = Job::from_fields(name.as_str(), fields)?;
-                if let Some(job) = job.as_mut().filter(|job| job.max_attempts == 0) {
-                    job.max_attempts = default_attempts;
+                if let Some(job) = job.as_mut().filter(|job| job.facts.max_attempts == 0) {
+                    job.facts.max_attempts = default_attempts;
                 }
                 Ok(job)
             })

@@ -49,13 +49,13 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: usize, first: ClaimedJob) {
             "job",
             id = %job.lease.job_id,
             queue = %job.lease.queue,
-            job_name = %job.name,
-            attempt = job.attempt,
-            correlation_id = job.correlation_id.as_deref().unwrap_or(""),
+            job_name = %job.facts.name,
+            attempt = job.facts.attempt,
+            correlation_id = job.facts.correlation_id.as_deref().unwrap_or(""),
         );
         next = async {
             if shared.log_payloads {
-                info!(payload = %job.payload, "claimed");
+                info!(payload = %job.facts.payload, "claimed");
             } else {
                 info!("claimed");
             }
@@ -79,22 +79,22 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: usize, first: ClaimedJob) {
 
 /// Runs the handler of `job`; `lost` is cancelled when its lease is lost.
 async fn execute(shared: &Shared, queue: usize, job: &ClaimedJob, lost: &CancellationToken) -> Outcome {
-    let Some(registered) = shared.handlers[queue].get(&job.name) else {
+    let Some(registered) = shared.handlers[queue].get(&job.facts.name) else {
         return Outcome::Failed(
             JobError::permanent(format!(
                 "no handler for job name {:?} on queue {:?}; register one, or enqueue it to a queue whose workers handle it",
-                job.name, job.lease.queue
+                job.facts.name, job.lease.queue
             ))
             .with_reason("unknown_job"),
         );
     };
     let supported = registered.handler.max_version();
-    if job.version > supported {
-        if job.releases < shared.max_version_retries {
+    if job.facts.version > supported {
+        if job.facts.releases < shared.max_version_retries {
             warn!(
-                version = job.version,
+                version = job.facts.version,
                 supported,
-                releases = job.releases,
+                releases = job.facts.releases,
                 "payload version is newer than this worker's handler (a deploy under way?); handing the job back"
             );
             return Outcome::Release(Some(shared.version_retry_delay));
@@ -102,13 +102,13 @@ async fn execute(shared: &Shared, queue: usize, job: &ClaimedJob, lost: &Cancell
         return Outcome::Failed(
             JobError::permanent(format!(
                 "payload version {} is newer than the handler supports ({supported}) after {} returns; deploy a worker that handles it, then replay",
-                job.version, job.releases
+                job.facts.version, job.facts.releases
             ))
             .with_reason("unsupported_version"),
         );
     }
 
-    let timeout = job.timeout.or(registered.timeout).or(shared.queues[queue].timeout);
+    let timeout = job.facts.timeout.or(registered.timeout).or(shared.queues[queue].timeout);
     let cancel = lost.child_token();
     let (reporter, flusher) =
         JobReporter::new(shared.client.clone(), job.lease.clone(), shared.progress_interval);
@@ -117,19 +117,19 @@ async fn execute(shared: &Shared, queue: usize, job: &ClaimedJob, lost: &Cancell
     let ctx = JobContext {
         id: job.lease.job_id.clone(),
         queue: job.lease.queue.clone(),
-        name: job.name.clone(),
-        attempt: job.attempt,
-        max_attempts: job.max_attempts,
-        version: job.version,
-        correlation_id: job.correlation_id.clone(),
-        checkpoint: job.checkpoint.clone(),
+        name: job.facts.name.clone(),
+        attempt: job.facts.attempt,
+        max_attempts: job.facts.max_attempts,
+        version: job.facts.version,
+        correlation_id: job.facts.correlation_id.clone(),
+        checkpoint: job.facts.checkpoint.clone(),
         worker: shared.worker_id.clone(),
         cancel: cancel.clone(),
         reporter: Some(Arc::new(reporter)),
     };
     // Its own task, so a panic is caught as a JoinError instead of taking
     // the worker down.
-    let mut task = tokio::spawn(registered.handler.handle(ctx, job.payload.clone()));
+    let mut task = tokio::spawn(registered.handler.handle(ctx, job.facts.payload.clone()));
     let deadline = async {
         match timeout {
             Some(t) => tokio::time::sleep(t).await,
@@ -218,7 +218,7 @@ async fn record(
             })
             .await
             {
-                shared.metrics.rate_limited(&lease.queue, &job.name);
+                shared.metrics.rate_limited(&lease.queue, &job.facts.name);
                 info!(
                     retry_in = %humantime::format_duration(wait),
                     queue_held = err.hold_queue,
@@ -228,9 +228,9 @@ async fn record(
             }
         }
         Outcome::Failed(err) => {
-            let retry_delay = err
-                .retry_after
-                .unwrap_or_else(|| job.backoff.unwrap_or(shared.queues[queue].backoff).delay(job.attempt));
+            let retry_delay = err.retry_after.unwrap_or_else(|| {
+                job.facts.backoff.unwrap_or(shared.queues[queue].backoff).delay(job.facts.attempt)
+            });
             let failure = Failure {
                 kind: err.kind,
                 reason: err.reason.clone(),
@@ -239,7 +239,7 @@ async fn record(
             };
             match resend(shared, "fail", &lease.queue, || shared.client.fail(lease, &failure)).await {
                 Some(FailOutcome::Retrying { .. }) => {
-                    shared.metrics.retried(&lease.queue, &job.name);
+                    shared.metrics.retried(&lease.queue, &job.facts.name);
                     warn!(
                         error = %err.message,
                         kind = err.kind.as_str(),
@@ -248,7 +248,7 @@ async fn record(
                     );
                 }
                 Some(FailOutcome::Dead { reason, .. }) => {
-                    shared.metrics.dead(&lease.queue, &job.name);
+                    shared.metrics.dead(&lease.queue, &job.facts.name);
                     error!(
                         error = %err.message,
                         kind = err.kind.as_str(),
@@ -263,7 +263,7 @@ async fn record(
             if let Some(released) =
                 resend(shared, "release", &lease.queue, || shared.client.release(lease, delay)).await
             {
-                shared.metrics.released(&lease.queue, &job.name);
+                shared.metrics.released(&lease.queue, &job.facts.name);
                 info!(releases = released.releases, delay = ?delay, "released back to the queue");
             }
         }
@@ -276,7 +276,7 @@ async fn record(
 }
 
 fn log_completion(shared: &Shared, job: &ClaimedJob, completion: Completion, elapsed: Duration) {
-    shared.metrics.completed(&job.lease.queue, &job.name, elapsed);
+    shared.metrics.completed(&job.lease.queue, &job.facts.name, elapsed);
     match completion {
         Completion::Completed => info!(took_ms = elapsed.as_millis() as u64, "completed"),
         Completion::AlreadyCompleted => info!("completed (confirmed on resend)"),

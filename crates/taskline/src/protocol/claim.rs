@@ -8,7 +8,7 @@ use crate::args::Args;
 use crate::backoff::Backoff;
 use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::job::JobId;
+use crate::job::{JobFacts, JobId};
 use crate::keys::QueueKeys;
 use crate::reply::Reply;
 use crate::scripts::SCRIPTS;
@@ -103,19 +103,21 @@ pub(super) fn read_claimed_jobs(
         let OptionalFields { timeout_ms, backoff, correlation_id, checkpoint, releases, .. } = options;
         jobs.push(ClaimedJob {
             lease: Lease { queue: queue.to_string(), job_id: id, token },
-            attempt,
             lease_deadline,
-            name,
-            payload,
-            version,
-            max_attempts,
-            timeout: (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms as u64)),
-            backoff,
-            correlation_id,
-            checkpoint,
-            created_at,
-            priority,
-            releases,
+            facts: JobFacts {
+                name,
+                payload,
+                version,
+                priority,
+                attempt,
+                max_attempts,
+                backoff,
+                timeout: (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms as u64)),
+                correlation_id,
+                checkpoint,
+                created_at,
+                releases,
+            },
         });
     }
     Ok(jobs)
@@ -196,17 +198,27 @@ mod tests {
         let jobs = read_claimed_jobs(&mut reply, 2, "q", 25).expect("two records");
         assert_eq!(reply.remaining(), 0, "every value read");
         let (a, b) = (&jobs[0], &jobs[1]);
-        assert_eq!((a.lease.job_id.as_str(), a.attempt, a.priority), ("a", 2, 5));
-        assert_eq!((a.max_attempts, a.releases, a.correlation_id.as_deref()), (25, 0, None), "defaults");
-        assert_eq!((a.timeout, a.backoff.is_none(), a.checkpoint.as_deref()), (None, true, None));
-        assert_eq!((b.max_attempts, b.releases, b.correlation_id.as_deref()), (7, 3, Some("c-1")));
+        assert_eq!((a.lease.job_id.as_str(), a.facts.attempt, a.facts.priority), ("a", 2, 5));
+        assert_eq!(
+            (a.facts.max_attempts, a.facts.releases, a.facts.correlation_id.as_deref()),
+            (25, 0, None),
+            "defaults"
+        );
+        assert_eq!(
+            (a.facts.timeout, a.facts.backoff.is_none(), a.facts.checkpoint.as_deref()),
+            (None, true, None)
+        );
+        assert_eq!(
+            (b.facts.max_attempts, b.facts.releases, b.facts.correlation_id.as_deref()),
+            (7, 3, Some("c-1"))
+        );
     }
 
     #[test]
     fn an_empty_backoff_reads_as_none_and_a_garbled_one_names_the_job() {
         let mut reply = Reply::new(Value::Array(record("a", &[("backoff", "")])), "claim").expect("array");
         let jobs = read_claimed_jobs(&mut reply, 1, "q", 25).expect("one record");
-        assert!(jobs[0].backoff.is_none());
+        assert!(jobs[0].facts.backoff.is_none());
         let mut reply =
             Reply::new(Value::Array(record("b", &[("backoff", "{not json")])), "claim").expect("array");
         match read_claimed_jobs(&mut reply, 1, "q", 25) {

@@ -13,8 +13,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::backoff::Backoff;
-use crate::job::{FailureKind, JobId};
+use crate::job::{FailureKind, JobFacts, JobId};
 
 mod claim;
 mod complete;
@@ -53,34 +52,14 @@ pub struct ClaimOptions {
 /// A leased job, with everything a handler needs.
 #[derive(Debug, Clone)]
 pub struct ClaimedJob {
-    /// The lease to present on complete, fail, extend and release.
+    /// The lease to present on complete, fail, extend and release; it names
+    /// the job's queue and id.
     pub lease: Lease,
-    /// This attempt's number (1 for the first).
-    pub attempt: u32,
     /// When the lease runs out unless extended (server clock).
     pub lease_deadline: SystemTime,
-    /// Job name.
-    pub name: String,
-    /// Payload JSON text.
-    pub payload: String,
-    /// Payload version.
-    pub version: u32,
-    /// Attempt budget.
-    pub max_attempts: u32,
-    /// Per-job timeout, if set at enqueue.
-    pub timeout: Option<Duration>,
-    /// Per-job backoff override, if set at enqueue.
-    pub backoff: Option<Backoff>,
-    /// Correlation id, if any.
-    pub correlation_id: Option<String>,
-    /// Last checkpoint saved by an earlier attempt, if any.
-    pub checkpoint: Option<String>,
-    /// When the job was enqueued.
-    pub created_at: SystemTime,
-    /// Priority level.
-    pub priority: u8,
-    /// How often the job was released unrun before.
-    pub releases: u32,
+    /// Name, payload, this attempt's number and the other facts of the job
+    /// as the claim read them.
+    pub facts: JobFacts,
 }
 
 /// The result of a claim.

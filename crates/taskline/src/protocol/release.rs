@@ -19,7 +19,7 @@ impl Client {
 
     /// Gives the leased job back because its upstream is rate limiting: it
     /// runs again after `retry_after`, without spending an attempt (and
-    /// without counting towards [`ClaimedJob::releases`]). With
+    /// without counting towards [`JobFacts::releases`](crate::JobFacts::releases)). With
     /// `hold_queue`, no job of the queue is leased by any worker until
     /// `retry_after` has passed.
     pub async fn release_rate_limited(

@@ -41,8 +41,8 @@ impl Stored {
         };
         Stored {
             state: job.state,
-            attempt: job.attempt,
-            releases: job.releases,
+            attempt: job.facts.attempt,
+            releases: job.facts.releases,
             dead_reason: job.dead_reason,
             errors: job.errors.into_iter().map(|e| (e.message, e.worker, ms(e.at))).collect(),
         }

@@ -24,32 +24,32 @@ pub fn job_json(job: &Job) -> Value {
     json!({
         "id": job.id.as_str(),
         "queue": job.queue,
-        "name": job.name,
+        "name": job.facts.name,
         "state": job.state.as_str(),
-        "payload": json_text(&job.payload),
-        "version": job.version,
-        "priority": job.priority,
-        "attempt": job.attempt,
-        "max_attempts": job.max_attempts,
-        "timeout_ms": job.timeout.map(|t| t.as_millis() as u64),
-        "backoff": job.backoff.map(|b| serde_json::to_value(b).unwrap_or(Value::Null)),
+        "payload": json_text(&job.facts.payload),
+        "version": job.facts.version,
+        "priority": job.facts.priority,
+        "attempt": job.facts.attempt,
+        "max_attempts": job.facts.max_attempts,
+        "timeout_ms": job.facts.timeout.map(|t| t.as_millis() as u64),
+        "backoff": job.facts.backoff.map(|b| serde_json::to_value(b).unwrap_or(Value::Null)),
         "unique_key": job.unique_key,
         "group": job.group,
-        "correlation_id": job.correlation_id,
+        "correlation_id": job.facts.correlation_id,
         "worker": job.worker,
-        "created_at": json_time(Some(job.created_at)),
+        "created_at": json_time(Some(job.facts.created_at)),
         "due_at": json_time(job.due_at),
         "started_at": json_time(job.started_at),
         "finished_at": json_time(job.finished_at),
         "progress": job.progress.as_deref().map(json_text),
-        "checkpoint": job.checkpoint.as_deref().map(json_text),
+        "checkpoint": job.facts.checkpoint.as_deref().map(json_text),
         "result": job.result.as_deref().map(json_text),
         "errors": errors,
         "dead_reason": job.dead_reason,
         "last_dead_reason": job.last_dead_reason,
         "replays": job.replays,
         "replayed_at": json_time(job.replayed_at),
-        "releases": job.releases,
+        "releases": job.facts.releases,
     })
 }
 
@@ -59,12 +59,12 @@ pub fn job_detail(job: &Job) -> String {
     let mut fields: Vec<(&str, String)> = vec![
         ("id", job.id.to_string()),
         ("queue", job.queue.clone()),
-        ("name", job.name.clone()),
+        ("name", job.facts.name.clone()),
         ("state", state_line(job)),
-        ("attempt", format!("{} of {}", job.attempt, job.max_attempts)),
-        ("priority", job.priority.to_string()),
-        ("version", job.version.to_string()),
-        ("created", time_ms(job.created_at)),
+        ("attempt", format!("{} of {}", job.facts.attempt, job.facts.max_attempts)),
+        ("priority", job.facts.priority.to_string()),
+        ("version", job.facts.version.to_string()),
+        ("created", time_ms(job.facts.created_at)),
     ];
     let mut optional = |label, value: Option<String>| {
         if let Some(value) = value {
@@ -75,11 +75,11 @@ pub fn job_detail(job: &Job) -> String {
     optional("started", job.started_at.map(time_ms));
     optional("finished", job.finished_at.map(time_ms));
     optional("worker", job.worker.clone());
-    optional("correlation id", job.correlation_id.clone());
+    optional("correlation id", job.facts.correlation_id.clone());
     optional("unique key", job.unique_key.clone());
     optional("mutex group", job.group.clone());
-    optional("timeout", job.timeout.map(|t| humantime::format_duration(t).to_string()));
-    optional("backoff", job.backoff.map(|b| serde_json::to_string(&b).unwrap_or_default()));
+    optional("timeout", job.facts.timeout.map(|t| humantime::format_duration(t).to_string()));
+    optional("backoff", job.facts.backoff.map(|b| serde_json::to_string(&b).unwrap_or_default()));
     if job.replays > 0 {
         let mut line = format!("{} (last {})", job.replays, job.replayed_at.map(time_ms).unwrap_or_default());
         if let Some(reason) = &job.last_dead_reason {
@@ -87,9 +87,9 @@ pub fn job_detail(job: &Job) -> String {
         }
         optional("replays", Some(line));
     }
-    optional("releases", (job.releases > 0).then(|| job.releases.to_string()));
+    optional("releases", (job.facts.releases > 0).then(|| job.facts.releases.to_string()));
     optional("progress", job.progress.clone());
-    optional("checkpoint", job.checkpoint.clone());
+    optional("checkpoint", job.facts.checkpoint.clone());
     optional("result", job.result.clone());
 
     let width = fields.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
@@ -98,7 +98,7 @@ pub fn job_detail(job: &Job) -> String {
         out.push_str(&format!("{label:<width$}  {value}\n"));
     }
     out.push_str("payload\n");
-    out.push_str(&indent(&pretty(&job.payload), "  "));
+    out.push_str(&indent(&pretty(&job.facts.payload), "  "));
     if job.errors.is_empty() {
         out.push_str("errors: none\n");
     } else {
@@ -155,10 +155,10 @@ pub fn jobs_table(state: JobState, jobs: &[Job]) -> Table {
         let last_error = || job.errors.last().map(|e| one_line(&e.message, 60)).unwrap_or_default();
         let mut row = vec![
             job.id.to_string(),
-            job.name.clone(),
-            format!("{}/{}", job.attempt, job.max_attempts),
-            job.priority.to_string(),
-            time(job.created_at),
+            job.facts.name.clone(),
+            format!("{}/{}", job.facts.attempt, job.facts.max_attempts),
+            job.facts.priority.to_string(),
+            time(job.facts.created_at),
         ];
         match state {
             JobState::Ready => {}

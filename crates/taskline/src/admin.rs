@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::client::{Args, Client};
+use crate::args::Args;
+use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::job::{Job, JobId, JobState};
 use crate::reply::Reply;
@@ -44,8 +45,8 @@ impl Client {
             redis::cmd("HGETALL").arg(keys.job(id.as_str())).query_async(&mut conn).await?;
         let mut job = Job::from_fields(name.as_str(), fields)?
             .ok_or_else(|| Error::JobNotFound { queue: queue.to_string(), id: id.to_string() })?;
-        if job.max_attempts == 0 {
-            job.max_attempts = self.options().policy(queue).max_attempts;
+        if job.facts.max_attempts == 0 {
+            job.facts.max_attempts = self.options().policy(queue).max_attempts;
         }
         Ok(job)
     }

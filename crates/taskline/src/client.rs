@@ -11,6 +11,8 @@ use crate::connection::{Connection, RedisTarget, Timeouts};
 use crate::error::{Error, Result};
 use crate::keys::{QueueKeys, queue_registry};
 use crate::names::{QueueName, validate_prefix};
+use crate::requests::{CompleteRequest, EnqueueRequest};
+use crate::time::{MAX_SCHEDULE, millis};
 
 /// How many completed jobs a queue keeps, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,7 +214,7 @@ impl ClientBuilder {
     pub async fn connect(self) -> Result<Client> {
         let options = self.options;
         validate_prefix(&options.prefix)?;
-        if options.unique_backstop > crate::producer::MAX_SCHEDULE {
+        if options.unique_backstop > MAX_SCHEDULE {
             return Err(Error::InvalidOption {
                 option: "unique_backstop",
                 reason: "must be at most 100 years".into(),
@@ -271,10 +273,10 @@ struct Inner {
     /// What it connected to (shown with passwords masked).
     target: RedisTarget,
     /// Concurrent enqueues waiting to share a script call, per queue.
-    enqueue_lanes: Lanes<crate::producer::EnqueueRequest>,
+    enqueue_lanes: Lanes<EnqueueRequest>,
     /// Concurrent completions waiting to share a script call, per queue
     /// and claim settings.
-    complete_lanes: Lanes<crate::protocol::CompleteRequest>,
+    complete_lanes: Lanes<CompleteRequest>,
 }
 
 /// A reference to a client's shared state that does not keep it alive:
@@ -352,12 +354,12 @@ impl Client {
     }
 
     /// The lanes of concurrent enqueues (see [`crate::coalesce`]).
-    pub(crate) fn enqueue_lanes(&self) -> &Lanes<crate::producer::EnqueueRequest> {
+    pub(crate) fn enqueue_lanes(&self) -> &Lanes<EnqueueRequest> {
         &self.inner.enqueue_lanes
     }
 
     /// The lanes of concurrent completions (see [`crate::coalesce`]).
-    pub(crate) fn complete_lanes(&self) -> &Lanes<crate::protocol::CompleteRequest> {
+    pub(crate) fn complete_lanes(&self) -> &Lanes<CompleteRequest> {
         &self.inner.complete_lanes
     }
 
@@ -450,29 +452,6 @@ impl Client {
         names.sort();
         Ok(names)
     }
-}
-
-/// Collects script arguments as bytes.
-#[derive(Default)]
-pub(crate) struct Args(pub Vec<Vec<u8>>);
-
-impl Args {
-    /// Appends one argument.
-    pub fn push(&mut self, value: impl ToString) -> &mut Self {
-        self.0.push(value.to_string().into_bytes());
-        self
-    }
-
-    /// Appends one text argument without copying through `ToString`.
-    pub fn text(&mut self, value: &str) -> &mut Self {
-        self.0.push(value.as_bytes().to_vec());
-        self
-    }
-}
-
-/// A duration as whole milliseconds for a script argument.
-pub(crate) fn millis(d: Duration) -> u64 {
-    d.as_millis().min(u64::MAX as u128) as u64
 }
 
 /// Selects rustls's `ring` crypto provider for `rediss://` URLs, once per

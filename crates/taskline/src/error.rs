@@ -1,9 +1,11 @@
 //! The one error type of the client crate.
 //!
 //! Variants are named after domain facts so that a caller can act on them;
-//! every message says what went wrong and what to do next. Error codes
-//! raised by the Lua scripts (`LEASE_LOST`, `JOB_NOT_FOUND`) are mapped to
-//! variants in exactly one place, `Error::from_script`.
+//! every message says what went wrong and what to do next. A script's
+//! refusal of a job, raised as an error code (`LEASE_LOST`,
+//! `JOB_NOT_FOUND`) or answered as a per-job status (`lease_lost`,
+//! `not_found`), is mapped to a variant in exactly one place,
+//! `Error::refused`.
 
 use std::time::Duration;
 
@@ -192,16 +194,29 @@ pub enum Error {
 }
 
 impl Error {
-    /// Maps an error raised by a Lua script to a domain error. `queue` and
-    /// `id` name the job the call was about.
+    /// Maps an error raised by a Lua script to a domain error (through
+    /// [`Error::refused`]). `queue` and `id` name the job the call was
+    /// about.
     pub(crate) fn from_script(err: Error, queue: &str, id: &str) -> Self {
-        let Error::Redis(redis_err) = &err else {
-            return err;
-        };
-        match redis_err.code() {
-            Some("LEASE_LOST") => Error::LeaseLost { queue: queue.into(), id: id.into() },
-            Some("JOB_NOT_FOUND") => Error::JobNotFound { queue: queue.into(), id: id.into() },
+        match &err {
+            Error::Redis(redis_err) => {
+                redis_err.code().and_then(|code| Error::refused(code, queue, id)).unwrap_or(err)
+            }
             _ => err,
+        }
+    }
+
+    /// The error for a job that a script refused to act on, from the
+    /// script's word for why: the error code an outcome script raises
+    /// (`LEASE_LOST`, `JOB_NOT_FOUND`; see `lua/includes/fence.lua`) or the
+    /// status `complete.lua` answers per job of a batch (`lease_lost`,
+    /// `not_found`). `None` for any other word. The one place where a
+    /// script's answer becomes [`Error::LeaseLost`] or [`Error::JobNotFound`].
+    pub(crate) fn refused(word: &str, queue: &str, id: &str) -> Option<Error> {
+        match word {
+            "LEASE_LOST" | "lease_lost" => Some(Error::LeaseLost { queue: queue.into(), id: id.into() }),
+            "JOB_NOT_FOUND" | "not_found" => Some(Error::JobNotFound { queue: queue.into(), id: id.into() }),
+            _ => None,
         }
     }
 
@@ -250,6 +265,29 @@ impl Error {
             }
             Error::ConnectTimeout(_) | Error::NotReplicated { .. } => true,
             _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn a_raised_code_and_a_batch_status_of_a_refusal_map_alike() {
+        for word in ["LEASE_LOST", "lease_lost"] {
+            match Error::refused(word, "q", "j1") {
+                Some(Error::LeaseLost { queue, id }) => {
+                    assert_eq!((queue.as_str(), id.as_str()), ("q", "j1"))
+                }
+                other => panic!("{word}: expected a lost lease, got {other:?}"),
+            }
+        }
+        for word in ["JOB_NOT_FOUND", "not_found"] {
+            assert!(matches!(Error::refused(word, "q", "j1"), Some(Error::JobNotFound { .. })), "{word}");
+        }
+        for word in ["completed", "already", "NOSCRIPT", "ERR"] {
+            assert!(Error::refused(word, "q", "j1").is_none(), "{word} is no refusal");
         }
     }
 }

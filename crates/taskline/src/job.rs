@@ -1,4 +1,5 @@
-//! The job model: ids, states, what a producer submits, what is stored.
+//! The job model: ids, states, what a producer submits and what became
+//! of it, what is stored.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::names::validate_job_id;
+// Kept at this path for the operator modules that read times this way.
+pub(crate) use crate::time::{from_epoch_millis, to_epoch_millis};
 
 /// Highest priority level; levels run from 0 (the default) to this, and
 /// higher levels are served first.
@@ -279,6 +282,33 @@ impl NewJob {
     }
 }
 
+/// What happened to one job of a bulk enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnqueueOutcome {
+    /// Enqueued under this id.
+    Created(JobId),
+    /// Not enqueued: a job with the same id exists.
+    DuplicateId(JobId),
+    /// Not enqueued: this job holds the same unique key.
+    DuplicateUnique(JobId),
+}
+
+impl EnqueueOutcome {
+    /// The id of the job that is in the queue now (new or existing).
+    pub fn id(&self) -> &JobId {
+        match self {
+            EnqueueOutcome::Created(id)
+            | EnqueueOutcome::DuplicateId(id)
+            | EnqueueOutcome::DuplicateUnique(id) => id,
+        }
+    }
+
+    /// True when the job was enqueued.
+    pub fn is_created(&self) -> bool {
+        matches!(self, EnqueueOutcome::Created(_))
+    }
+}
+
 /// Whether a failure is worth retrying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -312,8 +342,48 @@ pub struct AttemptError {
     /// The worker instance that ran the attempt.
     pub worker: String,
     /// When it failed, on the Redis server's clock.
-    #[serde(rename = "at", with = "epoch_millis")]
+    #[serde(rename = "at", with = "crate::time::epoch_millis")]
     pub at: SystemTime,
+}
+
+/// The facts of a job that both its stored record ([`Job::facts`]) and a
+/// worker's lease of it ([`crate::ClaimedJob::facts`]) carry: what it is,
+/// how it may run, and how far it got.
+#[derive(Debug, Clone)]
+pub struct JobFacts {
+    /// The job name (routes to a handler).
+    pub name: String,
+    /// The payload, as JSON text.
+    pub payload: String,
+    /// Payload schema version.
+    pub version: u32,
+    /// Priority level.
+    pub priority: u8,
+    /// Attempts started since enqueue or the last replay; in a claimed job,
+    /// the number of the attempt it starts (1 for the first).
+    pub attempt: u32,
+    /// The attempt budget (the queue's default when the job set none).
+    pub max_attempts: u32,
+    /// Per-job backoff override, if set at enqueue.
+    pub backoff: Option<Backoff>,
+    /// Per-attempt timeout, if set at enqueue.
+    pub timeout: Option<Duration>,
+    /// Correlation id, if any.
+    pub correlation_id: Option<String>,
+    /// Latest checkpoint (JSON) saved by an attempt, if any.
+    pub checkpoint: Option<String>,
+    /// When it was enqueued.
+    pub created_at: SystemTime,
+    /// How many times a worker released it without running it (releases
+    /// for rate limiting are not counted).
+    pub releases: u32,
+}
+
+impl JobFacts {
+    /// Deserializes the payload.
+    pub fn payload_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(&self.payload)
+    }
 }
 
 /// A job's full stored record.
@@ -323,32 +393,14 @@ pub struct Job {
     pub id: JobId,
     /// Its queue.
     pub queue: String,
-    /// The job name (routes to a handler).
-    pub name: String,
-    /// The payload, as JSON text.
-    pub payload: String,
-    /// Payload schema version.
-    pub version: u32,
-    /// Priority level.
-    pub priority: u8,
     /// Where the job is now.
     pub state: JobState,
-    /// Attempts started since enqueue or the last replay.
-    pub attempt: u32,
-    /// The attempt budget (the queue's default when the job set none).
-    pub max_attempts: u32,
-    /// Per-job backoff override.
-    pub backoff: Option<Backoff>,
-    /// Per-attempt timeout.
-    pub timeout: Option<Duration>,
+    /// Name, payload, attempts and the other facts a claim hands a worker.
+    pub facts: JobFacts,
     /// Unique key, if any.
     pub unique_key: Option<String>,
     /// Mutex group key, if any.
     pub group: Option<String>,
-    /// Correlation id, if any.
-    pub correlation_id: Option<String>,
-    /// When it was enqueued.
-    pub created_at: SystemTime,
     /// When it is (or was) due to run.
     pub due_at: Option<SystemTime>,
     /// When its latest attempt started.
@@ -370,12 +422,8 @@ pub struct Job {
     pub replays: u32,
     /// When it was last replayed.
     pub replayed_at: Option<SystemTime>,
-    /// How many times a worker released it without running it.
-    pub releases: u32,
     /// Latest progress report (JSON), if any.
     pub progress: Option<String>,
-    /// Latest checkpoint (JSON), if any.
-    pub checkpoint: Option<String>,
 }
 
 impl Job {
@@ -413,21 +461,25 @@ impl Job {
             Ok(Job {
                 id: JobId::from_stored(String::new()),
                 queue: queue.to_string(),
-                name: take("name").unwrap_or_default(),
-                payload: take("payload").unwrap_or_else(|| "null".into()),
-                version: num(take("version"), "version")?.unwrap_or(0),
-                priority: num(take("priority"), "priority")?.unwrap_or(0),
                 state,
-                attempt: num(take("attempt"), "attempt")?.unwrap_or(0),
-                max_attempts: num(take("max_attempts"), "max_attempts")?.unwrap_or(0),
-                backoff,
-                timeout: num::<u64>(take("timeout_ms"), "timeout_ms")?
-                    .filter(|t| *t > 0)
-                    .map(Duration::from_millis),
+                facts: JobFacts {
+                    name: take("name").unwrap_or_default(),
+                    payload: take("payload").unwrap_or_else(|| "null".into()),
+                    version: num(take("version"), "version")?.unwrap_or(0),
+                    priority: num(take("priority"), "priority")?.unwrap_or(0),
+                    attempt: num(take("attempt"), "attempt")?.unwrap_or(0),
+                    max_attempts: num(take("max_attempts"), "max_attempts")?.unwrap_or(0),
+                    backoff,
+                    timeout: num::<u64>(take("timeout_ms"), "timeout_ms")?
+                        .filter(|t| *t > 0)
+                        .map(Duration::from_millis),
+                    correlation_id: take("correlation_id"),
+                    checkpoint: take("checkpoint"),
+                    created_at: ms(num(take("created_at"), "created_at")?).unwrap_or(UNIX_EPOCH),
+                    releases: num(take("releases"), "releases")?.unwrap_or(0),
+                },
                 unique_key: take("unique_key"),
                 group: take("group"),
-                correlation_id: take("correlation_id"),
-                created_at: ms(num(take("created_at"), "created_at")?).unwrap_or(UNIX_EPOCH),
                 due_at: ms(num(take("due_at"), "due_at")?),
                 started_at: ms(num(take("started_at"), "started_at")?),
                 finished_at: ms(num(take("finished_at"), "finished_at")?),
@@ -438,9 +490,7 @@ impl Job {
                 last_dead_reason: take("last_dead_reason"),
                 replays: num(take("replays"), "replays")?.unwrap_or(0),
                 replayed_at: ms(num(take("replayed_at"), "replayed_at")?),
-                releases: num(take("releases"), "releases")?.unwrap_or(0),
                 progress: take("progress"),
-                checkpoint: take("checkpoint"),
             })
         })();
         match parsed {
@@ -452,36 +502,9 @@ impl Job {
         }
     }
 
-    /// Deserializes the payload.
+    /// Deserializes the payload (see [`JobFacts::payload_as`]).
     pub fn payload_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_str(&self.payload)
-    }
-}
-
-/// Milliseconds since the Unix epoch, as the scripts store times.
-pub(crate) fn from_epoch_millis(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
-}
-
-/// A time as milliseconds since the Unix epoch: 0 for times before it,
-/// saturating (never wrapping) for times beyond `u64` milliseconds.
-pub(crate) fn to_epoch_millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
-}
-
-/// Serde adapter: `SystemTime` as integer milliseconds since the epoch.
-mod epoch_millis {
-    use std::time::SystemTime;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(super::to_epoch_millis(*t))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
-        // cjson may write large integers as floats (1.7e+12): accept both.
-        Ok(super::from_epoch_millis(f64::deserialize(d)? as u64))
+        self.facts.payload_as()
     }
 }
 

@@ -26,10 +26,12 @@
 //!   server, a primary behind Sentinel, or a Redis Cluster.
 //! - [`producer`]: `enqueue` and `enqueue_bulk`.
 //! - [`protocol`]: the worker side: `claim`, `complete`, `fail`, `extend`,
-//!   `release`, `reap`, all fenced by lease tokens and safe to resend.
+//!   `release`, `reap`, all fenced by lease tokens and safe to resend; a
+//!   file per script beside the types in `protocol/mod.rs`.
 //! - [`progress`]: progress reports and checkpoints of a running job.
-//! - [`status`]: `job_status` and `wait_for`, for whoever waits on a job.
-//! - [`watch`]: `watch`, a stream of one job's progress and state changes.
+//! - [`status`]: `job_status`, for whoever waits on a job.
+//! - [`watch`]: `watch`, a stream of one job's progress and state changes,
+//!   and `wait_for`, which follows it to the end.
 //! - [`admin`]: `get_job`, `counts`, `replay`, `pause`, `resume`.
 //! - [`doctor`]: the invariant checker (every job in exactly one place).
 //! - [`repair`]: safe repairs of what the checker found.
@@ -41,6 +43,10 @@
 //! - [`names`]: validation of queue names, job names and ids.
 //! - [`error`]: the [`Error`] enum.
 //! - `scripts`: the registry of Lua scripts (private).
+//! - Private helpers that many modules share, so that none of them imports
+//!   another for them: `args` (script arguments), `time` (milliseconds as
+//!   the scripts take them), `reply` (reading script replies), `requests`
+//!   (what waits in the coalescing lanes of `coalesce`).
 
 /// The README's Rust examples, compiled as doctests so they stay true.
 #[doc = include_str!("../../../README.md")]
@@ -48,6 +54,7 @@
 pub struct ReadmeDoctests;
 
 pub mod admin;
+mod args;
 pub mod backoff;
 pub mod client;
 mod coalesce;
@@ -64,8 +71,10 @@ pub mod progress;
 pub mod protocol;
 pub mod repair;
 mod reply;
+mod requests;
 mod scripts;
 pub mod status;
+mod time;
 pub mod watch;
 
 pub use admin::{Counts, Replayed};
@@ -76,7 +85,8 @@ pub use doctor::{QueueReport, Violation};
 pub use error::{Error, Result};
 pub use flow::{FlowLimits, FlowSettings, RateLimit};
 pub use job::{
-    AttemptError, EnqueueOptions, FailureKind, Group, Job, JobId, JobState, MAX_PRIORITY, NewJob, UniqueMode,
+    AttemptError, EnqueueOptions, FailureKind, Group, Job, JobFacts, JobId, JobState, MAX_PRIORITY, NewJob,
+    UniqueMode,
 };
 pub use names::QueueName;
 pub use operator::dead::{DeadFilter, DeadMatches};

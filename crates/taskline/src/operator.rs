@@ -20,12 +20,14 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use crate::admin::Counts;
-use crate::client::{Args, Client};
+use crate::args::Args;
+use crate::client::Client;
 use crate::error::Result;
-use crate::job::{Job, JobId, to_epoch_millis};
+use crate::job::{Job, JobId};
 use crate::keys::queue_registry;
 use crate::reply::Reply;
 use crate::scripts::SCRIPTS;
+use crate::time::to_epoch_millis;
 
 /// Ids (or ready jobs) handled per script call by bulk operator actions.
 pub const OPERATOR_CHUNK: usize = 1_000;
@@ -167,8 +169,8 @@ impl Client {
             .into_iter()
             .map(|fields| {
                 let mut job = Job::from_fields(name.as_str(), fields)?;
-                if let Some(job) = job.as_mut().filter(|job| job.max_attempts == 0) {
-                    job.max_attempts = default_attempts;
+                if let Some(job) = job.as_mut().filter(|job| job.facts.max_attempts == 0) {
+                    job.facts.max_attempts = default_attempts;
                 }
                 Ok(job)
             })

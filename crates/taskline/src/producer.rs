@@ -4,12 +4,18 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::oneshot;
 
-use crate::client::{Args, Client, WeakClient, millis};
+use crate::args::Args;
+use crate::client::{Client, WeakClient};
 use crate::error::{Error, Result};
-use crate::job::{JobId, MAX_PRIORITY, NewJob, UniqueMode, to_epoch_millis};
+use crate::job::{JobId, MAX_PRIORITY, NewJob, UniqueMode};
 use crate::names::validate_job_name;
 use crate::reply::Reply;
+use crate::requests::EnqueueRequest;
 use crate::scripts::SCRIPTS;
+use crate::time::{millis, to_epoch_millis};
+
+pub use crate::job::EnqueueOutcome;
+pub use crate::time::MAX_SCHEDULE;
 
 /// Jobs sent per script call by [`Client::enqueue_bulk`]: large enough to
 /// amortize the round trip, small enough not to stall Redis for long.
@@ -17,38 +23,6 @@ pub const BULK_CHUNK: usize = 1_000;
 
 /// Longest unique key or correlation id accepted, in bytes.
 const MAX_TAG_LEN: usize = 200;
-
-/// Longest delay, unique-key TTL or distance of `run_at` accepted: 100
-/// years. Times are stored as milliseconds that Lua handles as doubles, and
-/// this keeps them far inside the exactly representable range.
-pub const MAX_SCHEDULE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-/// What happened to one job of a bulk enqueue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EnqueueOutcome {
-    /// Enqueued under this id.
-    Created(JobId),
-    /// Not enqueued: a job with the same id exists.
-    DuplicateId(JobId),
-    /// Not enqueued: this job holds the same unique key.
-    DuplicateUnique(JobId),
-}
-
-impl EnqueueOutcome {
-    /// The id of the job that is in the queue now (new or existing).
-    pub fn id(&self) -> &JobId {
-        match self {
-            EnqueueOutcome::Created(id)
-            | EnqueueOutcome::DuplicateId(id)
-            | EnqueueOutcome::DuplicateUnique(id) => id,
-        }
-    }
-
-    /// True when the job was enqueued.
-    pub fn is_created(&self) -> bool {
-        matches!(self, EnqueueOutcome::Created(_))
-    }
-}
 
 impl Client {
     /// Enqueues one job on `queue` and returns its id. A job whose id or
@@ -274,13 +248,6 @@ impl Client {
         }
         Ok(())
     }
-}
-
-/// One coalesced `enqueue` call: the validated job and where its outcome
-/// goes.
-pub(crate) struct EnqueueRequest {
-    job: NewJob,
-    reply: oneshot::Sender<Result<EnqueueOutcome>>,
 }
 
 /// Runs one batch of coalesced enqueues as one chunk and answers each

@@ -8,9 +8,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::args::truncate;
 use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::protocol::{Lease, truncate};
+use crate::protocol::Lease;
 use crate::scripts::SCRIPTS;
 
 /// Longest unit name stored, in bytes; longer ones are cut.
@@ -83,7 +84,7 @@ impl Client {
     }
 
     /// Stores `checkpoint` (JSON text) on the leased job: the next attempt
-    /// of the job receives it in [`crate::ClaimedJob::checkpoint`]. Fails
+    /// of the job receives it in [`crate::JobFacts::checkpoint`]. Fails
     /// with [`Error::PayloadTooLarge`] over `max_checkpoint_bytes` (nothing
     /// is sent) and with [`Error::LeaseLost`] when this lease no longer holds
     /// the job (nothing is written).

@@ -18,7 +18,8 @@
 //! | [`Violation::GroupSlots`] | the group's slots are counted again and set; freed slots go to its waiting jobs |
 //! | [`Violation::InSeveralPlaces`] | nothing: which place is right cannot be told safely |
 
-use crate::client::{Args, Client};
+use crate::args::Args;
+use crate::client::Client;
 use crate::doctor::{QueueReport, Violation};
 use crate::error::Result;
 use crate::reply::Reply;

@@ -1,16 +1,16 @@
 //! What a frontend asks about one job: its status now
-//! ([`Client::job_status`]) and its final outcome ([`Client::wait_for`]).
-//! Following it as it changes is [`crate::watch`].
+//! ([`Client::job_status`]). Following it as it changes, and waiting for
+//! its final outcome, is [`crate::watch`].
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde::Serialize;
 
 use crate::client::Client;
-use crate::error::{Error, Result};
-use crate::job::{AttemptError, Job, JobId, JobState, to_epoch_millis};
+use crate::error::Result;
+use crate::job::{AttemptError, Job, JobId, JobState};
 use crate::progress::Progress;
-use crate::watch::JobUpdate;
+use crate::time::to_epoch_millis;
 
 /// A job's status: the part of its record a person waiting for it cares
 /// about. Serializes to the JSON that `taskline serve` answers with.
@@ -59,15 +59,15 @@ impl JobStatus {
         JobStatus {
             id: job.id.clone(),
             queue: job.queue.clone(),
-            name: job.name.clone(),
+            name: job.facts.name.clone(),
             state: job.state,
-            attempt: job.attempt,
-            max_attempts: job.max_attempts,
+            attempt: job.facts.attempt,
+            max_attempts: job.facts.max_attempts,
             progress: job.progress.as_deref().and_then(|p| serde_json::from_str(p).ok()),
             result: job.result.as_deref().and_then(|r| serde_json::from_str(r).ok()),
             last_error: job.errors.last().cloned(),
             dead_reason: job.dead_reason.clone(),
-            created_at_ms: to_epoch_millis(job.created_at),
+            created_at_ms: to_epoch_millis(job.facts.created_at),
             started_at_ms: ms(job.started_at),
             finished_at_ms: ms(job.finished_at),
         }
@@ -83,53 +83,9 @@ impl JobState {
 
 impl Client {
     /// The status of job `id` of `queue`: state, progress, attempts, and
-    /// the result or the last error. [`Error::JobNotFound`] when there is
+    /// the result or the last error. [`crate::Error::JobNotFound`] when there is
     /// no such job (any more).
     pub async fn job_status(&self, queue: &str, id: &JobId) -> Result<JobStatus> {
         Ok(JobStatus::from_job(&self.get_job(queue, id).await?))
-    }
-
-    /// Waits up to `timeout` for job `id` to finish. Returns its result
-    /// (`None` when the handler returned none) once it completes;
-    /// [`Error::JobDead`] with the final error once it dies;
-    /// [`Error::WaitTimedOut`] when neither happened in time (the job goes
-    /// on; wait again or watch it).
-    pub async fn wait_for(
-        &self,
-        queue: &str,
-        id: &JobId,
-        timeout: Duration,
-    ) -> Result<Option<serde_json::Value>> {
-        let outcome = tokio::time::timeout(timeout, async {
-            let mut watch = self.watch(queue, id).await?;
-            let mut last = None;
-            while let Some(update) = watch.next().await {
-                last = Some(update?);
-            }
-            Ok::<_, Error>(last)
-        })
-        .await;
-        let last = match outcome {
-            Ok(last) => last?,
-            Err(_) => {
-                return Err(Error::WaitTimedOut { queue: queue.into(), id: id.to_string(), waited: timeout });
-            }
-        };
-        match last {
-            Some(JobUpdate::Status(status)) if status.state == JobState::Dead => Err(Error::JobDead {
-                queue: queue.into(),
-                id: id.to_string(),
-                reason: status.dead_reason.unwrap_or_default(),
-                last_error: status.last_error.map(|e| e.message),
-            }),
-            Some(JobUpdate::Status(status)) => Ok(status.result),
-            // Completed and removed at once (retention keep_last = 0): done,
-            // its result is gone with it.
-            Some(JobUpdate::State { state: JobState::Completed, .. }) => Ok(None),
-            other => Err(Error::Protocol {
-                script: "watch",
-                detail: format!("a watch ended on {other:?} instead of a terminal status"),
-            }),
-        }
     }
 }

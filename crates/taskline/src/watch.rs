@@ -1,5 +1,5 @@
 //! [`Client::watch`]: follow one job as it changes, until it completes or
-//! dies.
+//! dies; [`Client::wait_for`]: wait for its final outcome.
 //!
 //! Events are best-effort transport (the stream is capped, a reader can
 //! fall behind or lose its connection); the job record is the truth. So a
@@ -20,10 +20,11 @@ use serde::Serialize;
 
 use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::job::{JobId, JobState, to_epoch_millis};
+use crate::job::{JobId, JobState};
 use crate::operator::events::{Event, EventFollower};
 use crate::progress::Progress;
 use crate::status::JobStatus;
+use crate::time::to_epoch_millis;
 
 /// Longest time a watch trusts the event stream without reading the
 /// record again.
@@ -135,6 +136,50 @@ impl Client {
             Some((update, w))
         });
         Ok(JobWatch { inner: stream.boxed() })
+    }
+
+    /// Waits up to `timeout` for job `id` to finish. Returns its result
+    /// (`None` when the handler returned none) once it completes;
+    /// [`Error::JobDead`] with the final error once it dies;
+    /// [`Error::WaitTimedOut`] when neither happened in time (the job goes
+    /// on; wait again or watch it).
+    pub async fn wait_for(
+        &self,
+        queue: &str,
+        id: &JobId,
+        timeout: Duration,
+    ) -> Result<Option<serde_json::Value>> {
+        let outcome = tokio::time::timeout(timeout, async {
+            let mut watch = self.watch(queue, id).await?;
+            let mut last = None;
+            while let Some(update) = watch.next().await {
+                last = Some(update?);
+            }
+            Ok::<_, Error>(last)
+        })
+        .await;
+        let last = match outcome {
+            Ok(last) => last?,
+            Err(_) => {
+                return Err(Error::WaitTimedOut { queue: queue.into(), id: id.to_string(), waited: timeout });
+            }
+        };
+        match last {
+            Some(JobUpdate::Status(status)) if status.state == JobState::Dead => Err(Error::JobDead {
+                queue: queue.into(),
+                id: id.to_string(),
+                reason: status.dead_reason.unwrap_or_default(),
+                last_error: status.last_error.map(|e| e.message),
+            }),
+            Some(JobUpdate::Status(status)) => Ok(status.result),
+            // Completed and removed at once (retention keep_last = 0): done,
+            // its result is gone with it.
+            Some(JobUpdate::State { state: JobState::Completed, .. }) => Ok(None),
+            other => Err(Error::Protocol {
+                script: "watch",
+                detail: format!("a watch ended on {other:?} instead of a terminal status"),
+            }),
+        }
     }
 }
 

@@ -108,7 +108,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         println!(
             "    {} {:<16} on {:<22} reason {:<18} after {} attempt(s): {last}",
             job.id,
-            job.name,
+            job.facts.name,
             job.queue,
             job.dead_reason.as_deref().unwrap_or(""),
             job.errors.len()

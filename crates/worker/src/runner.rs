@@ -92,13 +92,13 @@ pub(crate) async fn run(ctx: Arc<RunnerContext>, queue: usize, first: ClaimedJob
             "job",
             id = %job.lease.job_id,
             queue = %job.lease.queue,
-            job_name = %job.name,
-            attempt = job.attempt,
-            correlation_id = job.correlation_id.as_deref().unwrap_or(""),
+            job_name = %job.facts.name,
+            attempt = job.facts.attempt,
+            correlation_id = job.facts.correlation_id.as_deref().unwrap_or(""),
         );
         next = async {
             if ctx.log_payloads {
-                info!(payload = %job.payload, "claimed");
+                info!(payload = %job.facts.payload, "claimed");
             } else {
                 info!("claimed");
             }
@@ -122,22 +122,22 @@ pub(crate) async fn run(ctx: Arc<RunnerContext>, queue: usize, first: ClaimedJob
 
 /// Runs the handler of `job`; `lost` is cancelled when its lease is lost.
 async fn execute(ctx: &RunnerContext, queue: usize, job: &ClaimedJob, lost: &CancellationToken) -> Outcome {
-    let Some(registered) = ctx.queues[queue].handlers.get(&job.name) else {
+    let Some(registered) = ctx.queues[queue].handlers.get(&job.facts.name) else {
         return Outcome::Failed(
             JobError::permanent(format!(
                 "no handler for job name {:?} on queue {:?}; register one, or enqueue it to a queue whose workers handle it",
-                job.name, job.lease.queue
+                job.facts.name, job.lease.queue
             ))
             .with_reason("unknown_job"),
         );
     };
     let supported = registered.handler.max_version();
-    if job.version > supported {
-        if job.releases < ctx.max_version_retries {
+    if job.facts.version > supported {
+        if job.facts.releases < ctx.max_version_retries {
             warn!(
-                version = job.version,
+                version = job.facts.version,
                 supported,
-                releases = job.releases,
+                releases = job.facts.releases,
                 "payload version is newer than this worker's handler (a deploy under way?); handing the job back"
             );
             return Outcome::Release(Some(ctx.version_retry_delay));
@@ -145,13 +145,13 @@ async fn execute(ctx: &RunnerContext, queue: usize, job: &ClaimedJob, lost: &Can
         return Outcome::Failed(
             JobError::permanent(format!(
                 "payload version {} is newer than the handler supports ({supported}) after {} returns; deploy a worker that handles it, then replay",
-                job.version, job.releases
+                job.facts.version, job.facts.releases
             ))
             .with_reason("unsupported_version"),
         );
     }
 
-    let timeout = job.timeout.or(registered.timeout).or(ctx.queues[queue].timeout);
+    let timeout = job.facts.timeout.or(registered.timeout).or(ctx.queues[queue].timeout);
     let cancel = lost.child_token();
     let (reporter, flusher) = JobReporter::new(ctx.client.clone(), job.lease.clone(), ctx.progress_interval);
     let stop_flusher = CancellationToken::new();
@@ -159,19 +159,19 @@ async fn execute(ctx: &RunnerContext, queue: usize, job: &ClaimedJob, lost: &Can
     let job_context = JobContext {
         id: job.lease.job_id.clone(),
         queue: job.lease.queue.clone(),
-        name: job.name.clone(),
-        attempt: job.attempt,
-        max_attempts: job.max_attempts,
-        version: job.version,
-        correlation_id: job.correlation_id.clone(),
-        checkpoint: job.checkpoint.clone(),
+        name: job.facts.name.clone(),
+        attempt: job.facts.attempt,
+        max_attempts: job.facts.max_attempts,
+        version: job.facts.version,
+        correlation_id: job.facts.correlation_id.clone(),
+        checkpoint: job.facts.checkpoint.clone(),
         worker: ctx.worker_id.clone(),
         cancel: cancel.clone(),
         reporter: Some(Arc::new(reporter)),
     };
     // Its own task, so a panic is caught as a JoinError instead of taking
     // the worker down.
-    let mut task = tokio::spawn(registered.handler.handle(job_context, job.payload.clone()));
+    let mut task = tokio::spawn(registered.handler.handle(job_context, job.facts.payload.clone()));
     let deadline = async {
         match timeout {
             Some(t) => tokio::time::sleep(t).await,
@@ -259,7 +259,7 @@ async fn record(
             })
             .await
             {
-                ctx.metrics.rate_limited(&lease.queue, &job.name);
+                ctx.metrics.rate_limited(&lease.queue, &job.facts.name);
                 info!(
                     retry_in = %humantime::format_duration(wait),
                     queue_held = err.hold_queue,
@@ -269,9 +269,9 @@ async fn record(
             }
         }
         Outcome::Failed(err) => {
-            let retry_delay = err
-                .retry_after
-                .unwrap_or_else(|| job.backoff.unwrap_or(ctx.queues[queue].backoff).delay(job.attempt));
+            let retry_delay = err.retry_after.unwrap_or_else(|| {
+                job.facts.backoff.unwrap_or(ctx.queues[queue].backoff).delay(job.facts.attempt)
+            });
             let failure = Failure {
                 kind: err.kind,
                 reason: err.reason.clone(),
@@ -280,7 +280,7 @@ async fn record(
             };
             match resend(ctx, "fail", &lease.queue, || ctx.client.fail(lease, &failure)).await {
                 Some(FailOutcome::Retrying { .. }) => {
-                    ctx.metrics.retried(&lease.queue, &job.name);
+                    ctx.metrics.retried(&lease.queue, &job.facts.name);
                     warn!(
                         error = %err.message,
                         kind = err.kind.as_str(),
@@ -289,7 +289,7 @@ async fn record(
                     );
                 }
                 Some(FailOutcome::Dead { reason, .. }) => {
-                    ctx.metrics.dead(&lease.queue, &job.name);
+                    ctx.metrics.dead(&lease.queue, &job.facts.name);
                     error!(
                         error = %err.message,
                         kind = err.kind.as_str(),
@@ -304,7 +304,7 @@ async fn record(
             if let Some(released) =
                 resend(ctx, "release", &lease.queue, || ctx.client.release(lease, delay)).await
             {
-                ctx.metrics.released(&lease.queue, &job.name);
+                ctx.metrics.released(&lease.queue, &job.facts.name);
                 info!(releases = released.releases, delay = ?delay, "released back to the queue");
             }
         }
@@ -317,7 +317,7 @@ async fn record(
 }
 
 fn log_completion(ctx: &RunnerContext, job: &ClaimedJob, completion: Completion, elapsed: Duration) {
-    ctx.metrics.completed(&job.lease.queue, &job.name, elapsed);
+    ctx.metrics.completed(&job.lease.queue, &job.facts.name, elapsed);
     match completion {
         Completion::Completed => info!(took_ms = elapsed.as_millis() as u64, "completed"),
         Completion::AlreadyCompleted => info!("completed (confirmed on resend)"),

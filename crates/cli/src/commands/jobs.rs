@@ -29,7 +29,9 @@ pub async fn jobs(ctx: &Ctx, args: JobsArgs) -> Result<(), CliError> {
         offset += ids.len() as u64;
         let done = (ids.len() as u64) < page;
         for job in ctx.client.get_jobs(&args.queue, &ids).await?.into_iter().flatten() {
-            if args.name.as_ref().is_none_or(|name| *name == job.name) && (found.len() as u64) < args.limit {
+            if args.name.as_ref().is_none_or(|name| *name == job.facts.name)
+                && (found.len() as u64) < args.limit
+            {
                 found.push(job);
             }
         }

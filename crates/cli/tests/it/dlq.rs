@@ -138,7 +138,7 @@ async fn replay_of_a_filtered_subset_replays_exactly_that_subset() {
     assert_eq!(sorted(members(&env, "emails", "dead").await), sorted([&ids[1], &ids[2], &ids[4]]));
     for id in [&ids[0], &ids[3]] {
         let job = env.client.get_job("emails", id).await.expect("job");
-        assert_eq!((job.state, job.attempt, job.replays), (JobState::Ready, 0, 1));
+        assert_eq!((job.state, job.facts.attempt, job.replays), (JobState::Ready, 0, 1));
         assert_eq!(job.errors.len(), 1, "history kept");
         assert_eq!(job.last_dead_reason.as_deref(), Some("permanent"));
         assert!(job.replayed_at.is_some());

@@ -171,7 +171,7 @@ async fn every_kind_of_corruption_is_reported_repaired_and_its_jobs_then_run() {
         env.client.complete(&job.lease, None).await.expect("complete");
     }
     let again = env.client.get_job(q, &active).await.expect("job");
-    assert_eq!((again.state, again.attempt), (JobState::Completed, 2));
+    assert_eq!((again.state, again.facts.attempt), (JobState::Completed, 2));
     assert_eq!(again.errors[0].message, "lease expired");
     let counts = env.client.counts(q).await.expect("counts");
     assert_eq!((counts.ready, counts.delayed, counts.active, counts.completed, counts.dead), (0, 1, 0, 5, 1));

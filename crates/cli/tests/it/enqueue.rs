@@ -26,11 +26,11 @@ async fn enqueue_prints_the_id_and_stores_the_job() {
         .ok();
     let id = JobId::new(run.stdout.trim()).expect("stdout is the id alone");
     let job = env.client.get_job("emails", &id).await.expect("stored");
-    assert_eq!(job.name, "send");
-    assert_eq!(job.payload, r#"{"to":"ada@example.com"}"#);
-    assert_eq!((job.state, job.priority, job.max_attempts), (JobState::Ready, 7, 2));
+    assert_eq!(job.facts.name, "send");
+    assert_eq!(job.facts.payload, r#"{"to":"ada@example.com"}"#);
+    assert_eq!((job.state, job.facts.priority, job.facts.max_attempts), (JobState::Ready, 7, 2));
     assert_eq!(job.unique_key.as_deref(), Some("ada"));
-    assert_eq!(job.correlation_id.as_deref(), Some("c-1"));
+    assert_eq!(job.facts.correlation_id.as_deref(), Some("c-1"));
     let holder: Option<String> = cmd(&mut env.raw().await, &["GET", &key("emails", "unique:ada")]).await;
     assert_eq!(holder.as_deref(), Some(id.as_str()));
 
@@ -50,7 +50,7 @@ async fn enqueue_reads_the_payload_from_a_file_or_stdin_and_delays() {
 
     let from_file = env.run(&["enqueue", "emails", "send", "--payload-file", path]).ok();
     let id = JobId::new(from_file.stdout.trim()).expect("id");
-    assert_eq!(env.client.get_job("emails", &id).await.expect("job").payload, r#"{"from":"file"}"#);
+    assert_eq!(env.client.get_job("emails", &id).await.expect("job").facts.payload, r#"{"from":"file"}"#);
 
     let from_stdin = env.run_with_stdin(&["enqueue", "emails", "send", "--delay", "10m", "--json"], "[1, 2]");
     let json = from_stdin.ok().json();
@@ -60,8 +60,8 @@ async fn enqueue_reads_the_payload_from_a_file_or_stdin_and_delays() {
     );
     let id = JobId::new(json["id"].as_str().expect("id")).expect("valid");
     let job = env.client.get_job("emails", &id).await.expect("job");
-    assert_eq!((job.payload.as_str(), job.state), ("[1, 2]", JobState::Delayed));
-    let due = job.due_at.expect("due").duration_since(job.created_at).expect("later");
+    assert_eq!((job.facts.payload.as_str(), job.state), ("[1, 2]", JobState::Delayed));
+    let due = job.due_at.expect("due").duration_since(job.facts.created_at).expect("later");
     assert_eq!(due.as_secs(), 600);
     assert_eq!(members(&env, "emails", "delayed").await, [id.as_str()]);
 }

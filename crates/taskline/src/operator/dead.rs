@@ -52,7 +52,7 @@ impl DeadFilter {
         if job.state != JobState::Dead {
             return false;
         }
-        if self.name.as_ref().is_some_and(|name| *name != job.name) {
+        if self.name.as_ref().is_some_and(|name| *name != job.facts.name) {
             return false;
         }
         if let Some(since) = self.since

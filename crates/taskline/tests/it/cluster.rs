@@ -94,7 +94,7 @@ pub(crate) async fn lifecycle(c: &Client, q: &str) {
     // Claim, complete-and-claim.
     let first = c.claim(q, &claim(2, "w1")).await.expect("claim");
     assert_eq!(first.jobs.len(), 2);
-    assert_eq!((first.jobs[0].priority, first.jobs[1].priority), (9, 5), "highest level first");
+    assert_eq!((first.jobs[0].facts.priority, first.jobs[1].facts.priority), (9, 5), "highest level first");
     assert!(first.next_due.is_some(), "the delayed job is reported");
     let (done, next) = c
         .complete_and_claim(&first.jobs[0].lease, Some(&json!({"ok": 1})), &claim(1, "w1"))

@@ -105,7 +105,7 @@ async fn concurrent_complete_and_claim_hands_each_caller_its_own_successor() {
         let successor = &next.jobs[0];
         assert!(!finished.contains(successor.lease.job_id.as_str()), "a completed job was handed out again");
         assert!(successors.insert(successor.lease.job_id.to_string()), "two callers got the same successor");
-        assert_eq!(successor.attempt, 1);
+        assert_eq!(successor.facts.attempt, 1);
     }
     let counts = h.client.counts(q).await.expect("counts");
     assert_eq!((counts.completed, counts.active, counts.ready), (40, 40, 20));

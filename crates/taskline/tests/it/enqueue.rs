@@ -143,20 +143,20 @@ async fn enqueue_one_job_stores_a_ready_record() {
     assert_eq!(job.id, id);
     assert_eq!(job.queue, q);
     assert_eq!(job.state, JobState::Ready);
-    assert_eq!(job.attempt, 0);
-    assert_eq!(job.name, "send_email");
+    assert_eq!(job.facts.attempt, 0);
+    assert_eq!(job.facts.name, "send_email");
     assert_eq!(
         job.payload_as::<serde_json::Value>().expect("json"),
         json!({"to": "ada@example.com", "n": 1})
     );
-    assert_eq!(job.version, 3);
-    assert_eq!(job.priority, 4);
-    assert_eq!(job.max_attempts, 5, "default attempt budget");
-    assert_eq!(job.correlation_id.as_deref(), Some("req-77"));
+    assert_eq!(job.facts.version, 3);
+    assert_eq!(job.facts.priority, 4);
+    assert_eq!(job.facts.max_attempts, 5, "default attempt budget");
+    assert_eq!(job.facts.correlation_id.as_deref(), Some("req-77"));
     assert_eq!(job.unique_key, None);
-    assert_eq!(job.timeout, None);
+    assert_eq!(job.facts.timeout, None);
     assert!(job.errors.is_empty());
-    let created = ms(job.created_at);
+    let created = ms(job.facts.created_at);
     assert!(
         before <= created && created <= after,
         "created_at {created} not in [{before}, {after}] (server clock)"
@@ -195,8 +195,8 @@ async fn client_default_max_attempts_applies_and_per_job_overrides_it() {
     let h = Harness::start_with(|b| b.default_max_attempts(3)).await;
     let default_id = h.client.enqueue("q", job("j", 1)).await.expect("enqueue");
     let custom_id = h.client.enqueue("q", job("j", 2).max_attempts(9)).await.expect("enqueue");
-    assert_eq!(h.client.get_job("q", &default_id).await.expect("get").max_attempts, 3);
-    assert_eq!(h.client.get_job("q", &custom_id).await.expect("get").max_attempts, 9);
+    assert_eq!(h.client.get_job("q", &default_id).await.expect("get").facts.max_attempts, 3);
+    assert_eq!(h.client.get_job("q", &custom_id).await.expect("get").facts.max_attempts, 9);
     h.assert_sound("q").await;
 }
 
@@ -223,17 +223,17 @@ async fn claimed_job_carries_what_was_enqueued() {
     let c = &got.jobs[0];
     assert_eq!(c.lease.job_id, id);
     assert_eq!(c.lease.queue, "q");
-    assert_eq!(c.name, "resize");
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&c.payload).expect("json"), json!({"w": 10}));
-    assert_eq!(c.version, 2);
-    assert_eq!(c.priority, 7);
-    assert_eq!(c.max_attempts, 4);
-    assert_eq!(c.timeout, Some(Duration::from_secs(12)));
-    assert_eq!(c.backoff, Some(backoff()), "the per-job backoff round-trips");
-    assert_eq!(h.client.get_job("q", &id).await.expect("get").backoff, Some(backoff()));
-    assert_eq!(c.correlation_id.as_deref(), Some("corr-1"));
-    assert_eq!(c.checkpoint, None);
-    assert_eq!(c.releases, 0);
+    assert_eq!(c.facts.name, "resize");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&c.facts.payload).expect("json"), json!({"w": 10}));
+    assert_eq!(c.facts.version, 2);
+    assert_eq!(c.facts.priority, 7);
+    assert_eq!(c.facts.max_attempts, 4);
+    assert_eq!(c.facts.timeout, Some(Duration::from_secs(12)));
+    assert_eq!(c.facts.backoff, Some(backoff()), "the per-job backoff round-trips");
+    assert_eq!(h.client.get_job("q", &id).await.expect("get").facts.backoff, Some(backoff()));
+    assert_eq!(c.facts.correlation_id.as_deref(), Some("corr-1"));
+    assert_eq!(c.facts.checkpoint, None);
+    assert_eq!(c.facts.releases, 0);
     h.assert_sound("q").await;
 }
 
@@ -251,7 +251,11 @@ async fn delayed_job_waits_then_a_claim_promotes_and_leases_it() {
     let stored = h.client.get_job(q, &id).await.expect("get");
     assert_eq!(stored.state, JobState::Delayed);
     let due = ms(stored.due_at.expect("due_at"));
-    assert_eq!(due, ms(stored.created_at) + 250, "due = enqueue time + delay, both on the server clock");
+    assert_eq!(
+        due,
+        ms(stored.facts.created_at) + 250,
+        "due = enqueue time + delay, both on the server clock"
+    );
     assert_eq!(zscore(&h, &key(q, "delayed"), id.as_str()).await, Some(due), "delayed zset score = due ms");
     assert_eq!(counts(&h, q).await, counts_of(0, 1, 0, 0, 0));
     h.assert_sound(q).await;
@@ -271,7 +275,7 @@ async fn delayed_job_waits_then_a_claim_promotes_and_leases_it() {
     let got = h.client.claim(q, &claim(10, "w1")).await.expect("claim");
     assert_eq!(got.jobs.len(), 1, "the due job is promoted and leased by the claim");
     assert_eq!(got.jobs[0].lease.job_id, id);
-    assert_eq!(got.jobs[0].attempt, 1);
+    assert_eq!(got.jobs[0].facts.attempt, 1);
     assert_eq!(got.next_due, None, "no delayed job remains");
     assert_eq!(h.client.get_job(q, &id).await.expect("get").state, JobState::Active);
     assert_eq!(counts(&h, q).await, counts_of(0, 0, 1, 0, 0));
@@ -290,7 +294,7 @@ async fn far_delayed_job_is_not_claimable() {
     assert!(!got.paused);
     let job = h.client.get_job("q", &id).await.expect("get");
     assert_eq!(job.state, JobState::Delayed);
-    assert_eq!(job.attempt, 0, "an unclaimed job spends no attempt");
+    assert_eq!(job.facts.attempt, 0, "an unclaimed job spends no attempt");
     assert_eq!(counts(&h, "q").await, counts_of(0, 1, 0, 0, 0));
     h.assert_sound("q").await;
 }
@@ -374,7 +378,7 @@ async fn duplicate_caller_id_is_rejected_and_changes_nothing() {
         json!({"v": 1}),
         "original payload intact"
     );
-    assert_eq!(stored.priority, 0, "original options intact");
+    assert_eq!(stored.facts.priority, 0, "original options intact");
     assert_eq!(counts(&h, q).await, counts_of(1, 0, 0, 0, 0));
     let mut conn = h.raw().await;
     let enqueued: String = cmd(&mut conn, &["HGET", &key(q, "meta"), "enqueued"]).await;
@@ -424,7 +428,7 @@ async fn a_retained_completed_job_still_holds_its_id() {
     assert_duplicate(again, "once", "once");
     let stored = h.client.get_job("q", &id).await.expect("get");
     assert_eq!(stored.state, JobState::Completed, "the completed record is untouched");
-    assert_eq!(stored.payload, r#"{"n":1}"#);
+    assert_eq!(stored.facts.payload, r#"{"n":1}"#);
     assert_eq!(counts(&h, "q").await, counts_of(0, 0, 0, 1, 0));
     h.assert_sound("q").await;
 }
@@ -440,8 +444,8 @@ async fn an_id_is_free_again_once_retention_removed_the_job() {
     let second = h.client.enqueue("q", job("j", 2).id(id.clone())).await.expect("id reusable");
     assert_eq!(second, id);
     let stored = h.client.get_job("q", &id).await.expect("get");
-    assert_eq!((stored.state, stored.attempt), (JobState::Ready, 0));
-    assert_eq!(stored.payload, r#"{"n":2}"#);
+    assert_eq!((stored.state, stored.facts.attempt), (JobState::Ready, 0));
+    assert_eq!(stored.facts.payload, r#"{"n":2}"#);
     h.assert_sound("q").await;
 }
 
@@ -688,8 +692,12 @@ async fn bulk_reports_duplicate_ids_and_creates_the_rest() {
     assert_eq!(outcomes[3], EnqueueOutcome::DuplicateId(taken.clone()));
     assert!(outcomes[4].is_created());
 
-    assert_eq!(h.client.get_job(q, &x).await.expect("get").payload, "\"a\"", "the first of the repeats wins");
-    assert_eq!(h.client.get_job(q, &taken).await.expect("get").payload, "\"old\"");
+    assert_eq!(
+        h.client.get_job(q, &x).await.expect("get").facts.payload,
+        "\"a\"",
+        "the first of the repeats wins"
+    );
+    assert_eq!(h.client.get_job(q, &taken).await.expect("get").facts.payload, "\"old\"");
     assert_eq!(counts(&h, q).await, counts_of(4, 0, 0, 0, 0));
     let ids = claim_all_ids(&h, q, 10).await;
     let expected: Vec<String> =
@@ -726,27 +734,27 @@ async fn bulk_jobs_with_and_without_options_each_keep_their_own() {
         let plain = stored(i).await.expect("get");
         assert_eq!(plain.payload_as::<serde_json::Value>().expect("json"), json!({ "n": i }));
         assert_eq!(plain.state, JobState::Ready);
-        assert_eq!(plain.max_attempts, 5, "a job without the option has the default budget");
+        assert_eq!(plain.facts.max_attempts, 5, "a job without the option has the default budget");
         assert_eq!(
-            (plain.timeout, plain.backoff, plain.correlation_id, plain.unique_key),
+            (plain.facts.timeout, plain.facts.backoff, plain.facts.correlation_id, plain.unique_key),
             (None, None, None, None)
         );
     }
     let full = stored(1).await.expect("get");
     assert_eq!(full.payload_as::<serde_json::Value>().expect("json"), json!({ "n": 1 }));
     assert_eq!(full.state, JobState::Delayed);
-    assert_eq!(full.max_attempts, 4);
-    assert_eq!(full.timeout, Some(Duration::from_secs(12)));
-    assert_eq!(full.backoff, Some(backoff()));
-    assert_eq!(full.correlation_id.as_deref(), Some("corr-1"));
+    assert_eq!(full.facts.max_attempts, 4);
+    assert_eq!(full.facts.timeout, Some(Duration::from_secs(12)));
+    assert_eq!(full.facts.backoff, Some(backoff()));
+    assert_eq!(full.facts.correlation_id.as_deref(), Some("corr-1"));
     assert_eq!(full.unique_key.as_deref(), Some("full-1"));
-    let delay = ms(full.due_at.expect("due_at")) - ms(full.created_at);
+    let delay = ms(full.due_at.expect("due_at")) - ms(full.facts.created_at);
     assert_eq!(delay, 600_000, "the delay is the full job's own");
     let traced = stored(3).await.expect("get");
-    assert_eq!(traced.name, "traced");
+    assert_eq!(traced.facts.name, "traced");
     assert_eq!(traced.state, JobState::Ready);
-    assert_eq!(traced.correlation_id.as_deref(), Some("corr-3"));
-    assert_eq!((traced.max_attempts, traced.unique_key), (5, None));
+    assert_eq!(traced.facts.correlation_id.as_deref(), Some("corr-3"));
+    assert_eq!((traced.facts.max_attempts, traced.unique_key), (5, None));
 
     assert_eq!(counts(&h, q).await, counts_of(3, 1, 0, 0, 0));
     h.assert_sound(q).await;
@@ -886,7 +894,7 @@ async fn oversize_payload_is_rejected_with_size_limit_and_advice() {
     assert_eq!(dbsize(&h).await, 0, "nothing reached Redis");
 
     let id = h.client.enqueue("q", at_limit).await.expect("exactly at the limit is accepted");
-    assert_eq!(h.client.get_job("q", &id).await.expect("get").payload.len(), 1024);
+    assert_eq!(h.client.get_job("q", &id).await.expect("get").facts.payload.len(), 1024);
     h.assert_sound("q").await;
 }
 
@@ -1016,7 +1024,7 @@ async fn a_delayed_job_keeps_its_priority_when_promoted() {
     tokio::time::sleep(Duration::from_millis((server_now + 150).saturating_sub(now) + 20)).await;
     let got = h.client.claim(q, &claim(1, "w1")).await.expect("claim");
     assert_eq!(got.jobs[0].lease.job_id, urgent, "promoted into level 8, ahead of level 0");
-    assert_eq!(got.jobs[0].priority, 8);
+    assert_eq!(got.jobs[0].facts.priority, 8);
     let got = h.client.claim(q, &claim(1, "w1")).await.expect("claim");
     assert_eq!(got.jobs[0].lease.job_id, low);
     h.assert_sound(q).await;
@@ -1041,7 +1049,7 @@ async fn claim_batch_leases_distinct_tokens_with_deadlines_in_active() {
     assert_eq!(tokens.len(), 3, "each leased job has its own token");
     assert!(tokens.iter().all(|t| !t.is_empty()));
     for c in &got.jobs {
-        assert_eq!(c.attempt, 1);
+        assert_eq!(c.facts.attempt, 1);
         let deadline = ms(c.lease_deadline);
         assert!(
             deadline >= before + 30_000 && deadline <= after + 30_000,
@@ -1054,7 +1062,7 @@ async fn claim_batch_leases_distinct_tokens_with_deadlines_in_active() {
         );
         let stored = h.client.get_job(q, &c.lease.job_id).await.expect("get");
         assert_eq!(stored.state, JobState::Active);
-        assert_eq!(stored.attempt, 1);
+        assert_eq!(stored.facts.attempt, 1);
         assert_eq!(stored.worker.as_deref(), Some("worker-a"));
         let started = ms(stored.started_at.expect("started_at"));
         assert!(before <= started && started <= after);
@@ -1117,7 +1125,7 @@ async fn pause_stops_claims_but_not_enqueues() {
     assert!(got.jobs.is_empty(), "a paused queue leases nothing");
     let second = h.client.enqueue(q, job("j", 2)).await.expect("enqueue works while paused");
     assert_eq!(counts(&h, q).await, Counts { ready: 2, paused: true, ..Counts::default() });
-    assert_eq!(h.client.get_job(q, &first).await.expect("get").attempt, 0);
+    assert_eq!(h.client.get_job(q, &first).await.expect("get").facts.attempt, 0);
     h.assert_sound(q).await;
 
     h.client.resume(q).await.expect("resume");

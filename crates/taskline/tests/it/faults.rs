@@ -241,7 +241,7 @@ async fn same_client_keeps_working_across_a_redis_crash_and_restart() {
         assert_eq!(job.state, expected, "job {i}");
     }
     let held = client.get_job(q, &leases[0].job_id).await.expect("job");
-    assert_eq!((held.attempt, held.worker.as_deref()), (1, Some("w1")));
+    assert_eq!((held.facts.attempt, held.worker.as_deref()), (1, Some("w1")));
 
     // The leases taken before the crash still hold.
     let extended = client.extend(&leases, Duration::from_secs(30)).await.expect("extend");
@@ -252,7 +252,7 @@ async fn same_client_keeps_working_across_a_redis_crash_and_restart() {
     let rest = client.claim(q, &claim(10, "w2")).await.expect("claim");
     assert_eq!(rest.jobs.len(), 3);
     for j in &rest.jobs {
-        assert_eq!(j.attempt, 1);
+        assert_eq!(j.facts.attempt, 1);
         client.complete(&j.lease, None).await.expect("complete");
     }
     let counts = client.counts(q).await.expect("counts");
@@ -318,7 +318,7 @@ async fn resent_fail_after_a_dropped_connection_records_one_error() {
     for id in &ids {
         let job = h.client.get_job(q, id).await.expect("job");
         assert_eq!(job.errors.len(), 1, "job {id} records one error: {:?}", job.errors);
-        assert_eq!(job.attempt, 1);
+        assert_eq!(job.facts.attempt, 1);
     }
     let mut raw = h.raw().await;
     assert_eq!(meta_counter(&mut raw, q, "retried").await, 1);
@@ -353,12 +353,12 @@ async fn resent_release_after_a_dropped_connection_releases_once() {
     assert_eq!((counts.ready, counts.delayed, counts.active), (1, 1, 0), "{counts:?}");
     for id in &ids {
         let job = h.client.get_job(q, id).await.expect("job");
-        assert_eq!((job.attempt, job.releases), (0, 1), "release spends no attempt, once");
+        assert_eq!((job.facts.attempt, job.facts.releases), (0, 1), "release spends no attempt, once");
     }
     // The released job is claimable again, as attempt 1.
     let again = h.client.claim(q, &claim(5, "w2")).await.expect("claim");
     assert_eq!(again.jobs.len(), 1);
-    assert_eq!((again.jobs[0].attempt, again.jobs[0].releases), (1, 1));
+    assert_eq!((again.jobs[0].facts.attempt, again.jobs[0].facts.releases), (1, 1));
     h.assert_sound(q).await;
 }
 

@@ -145,8 +145,8 @@ async fn a_rate_limited_release_spends_no_attempt_and_can_hold_the_queue() {
     let after = h.client.claim(q, &claim(5, "w")).await.expect("claim after the hold");
     assert_eq!(after.jobs.len(), 3, "the hold ended and the deferred job is due again");
     let again = after.jobs.iter().find(|j| j.lease.job_id == first.lease.job_id).expect("deferred job");
-    assert_eq!(again.attempt, 1, "the rate-limited attempt was not spent");
-    assert_eq!(again.releases, 0);
+    assert_eq!(again.facts.attempt, 1, "the rate-limited attempt was not spent");
+    assert_eq!(again.facts.releases, 0);
     h.assert_sound(q).await;
 }
 
@@ -157,7 +157,7 @@ async fn claim_up_to(h: &Harness, q: &str, n: usize) -> Vec<ClaimedJob> {
 }
 
 fn group_of(job: &ClaimedJob) -> String {
-    let payload: serde_json::Value = serde_json::from_str(&job.payload).expect("json");
+    let payload: serde_json::Value = serde_json::from_str(&job.facts.payload).expect("json");
     payload["n"].as_u64().map(|n| if n < 100 { "a" } else { "b" }.to_string()).expect("n")
 }
 
@@ -182,7 +182,7 @@ async fn a_mutex_group_runs_one_job_at_a_time_while_other_jobs_flow_past() {
     h.assert_sound(q).await;
 
     // a's job completes: a's next job becomes claimable, b stays busy.
-    let a0 = running.iter().find(|j| j.payload.contains("\"n\":0")).expect("a's first job");
+    let a0 = running.iter().find(|j| j.facts.payload.contains("\"n\":0")).expect("a's first job");
     h.client.complete(&a0.lease, None).await.expect("complete");
     let next = claim_up_to(&h, q, 10).await;
     assert_eq!(next.len(), 1);
@@ -190,7 +190,7 @@ async fn a_mutex_group_runs_one_job_at_a_time_while_other_jobs_flow_past() {
     h.assert_sound(q).await;
 
     // b's job fails into backoff: the slot passes to b's next job.
-    let b0 = running.iter().find(|j| j.payload.contains("\"n\":100")).expect("b's first job");
+    let b0 = running.iter().find(|j| j.facts.payload.contains("\"n\":100")).expect("b's first job");
     let failure = Failure {
         kind: FailureKind::Transient,
         reason: None,
@@ -220,7 +220,7 @@ async fn a_group_slot_is_freed_when_its_lease_is_reaped() {
     assert_eq!(reaped.retried, 1);
     let next = h.client.claim(q, &claim(5, "w")).await.expect("claim");
     assert_eq!(next.jobs.len(), 1);
-    assert!(next.jobs[0].payload.contains("\"n\":1"), "a's second job took the freed slot");
+    assert!(next.jobs[0].facts.payload.contains("\"n\":1"), "a's second job took the freed slot");
     h.assert_sound(q).await;
 }
 
@@ -268,14 +268,14 @@ async fn lower_priorities_keep_their_minimum_share_under_high_priority_load() {
     let mut levels = Vec::new();
     for _ in 0..20 {
         let claimed = h.client.claim(q, &claim(1, "w")).await.expect("claim");
-        levels.push(claimed.jobs[0].priority);
+        levels.push(claimed.jobs[0].facts.priority);
     }
     assert_eq!(levels[0], 9, "a run starts with the highest level");
     assert_eq!(levels.iter().filter(|&&l| l == 0).count(), 5, "one in 4 goes to level 0: {levels:?}");
 
     // Batched claims keep the same share.
     let batch = h.client.claim(q, &claim(8, "w")).await.expect("batch");
-    assert_eq!(batch.jobs.iter().filter(|j| j.priority == 0).count(), 2);
+    assert_eq!(batch.jobs.iter().filter(|j| j.facts.priority == 0).count(), 2);
     h.assert_sound(q).await;
 }
 
@@ -288,7 +288,7 @@ async fn without_a_share_priority_is_strict() {
         h.client.enqueue(q, job(n).priority(5)).await.expect("high");
     }
     let claimed = h.client.claim(q, &claim(5, "w")).await.expect("claim");
-    assert!(claimed.jobs.iter().all(|j| j.priority == 5), "strict: high first");
+    assert!(claimed.jobs.iter().all(|j| j.facts.priority == 5), "strict: high first");
 }
 
 #[tokio::test]

@@ -223,7 +223,7 @@ async fn complete_moves_the_job_to_completed_with_its_result() {
     let id = enqueue(&h, q, job(1)).await;
     let claimed = claim_one(&h, q, "w1").await;
     assert_eq!(claimed.lease.job_id, id);
-    assert_eq!(claimed.attempt, 1);
+    assert_eq!(claimed.facts.attempt, 1);
     assert_only_in(&mut conn, q, &id, "active").await;
     assert_eq!(score(&mut conn, q, "active", &id).await, Some(ms(claimed.lease_deadline)));
 
@@ -382,7 +382,7 @@ async fn complete_and_claim_leases_the_next_jobs_in_the_same_call() {
     assert_only_in(&mut conn, q, &ids[0], "completed").await;
     assert_eq!(counter(&mut conn, q, "completed").await, 1);
     for j in &next.jobs {
-        assert_eq!(j.attempt, 1);
+        assert_eq!(j.facts.attempt, 1);
         assert_eq!(j.lease.queue, q);
         let deadline = ms(j.lease_deadline);
         assert_within("lease deadline", deadline, t0 + 30_000, t1 + 30_000);
@@ -549,10 +549,10 @@ async fn transient_failure_with_attempts_left_backs_off_in_delayed() {
     tokio::time::sleep(Duration::from_millis(delay + 50)).await;
     let retry = if early.jobs.is_empty() { claim_one(&h, q, "w2").await } else { early.jobs[0].clone() };
     assert_eq!(retry.lease.job_id, id);
-    assert_eq!(retry.attempt, 2);
+    assert_eq!(retry.facts.attempt, 2);
     assert_only_in(&mut conn, q, &id, "active").await;
     let stored = h.client.get_job(q, &id).await.expect("job");
-    assert_eq!((stored.state, stored.attempt, stored.errors.len()), (JobState::Active, 2, 1));
+    assert_eq!((stored.state, stored.facts.attempt, stored.errors.len()), (JobState::Active, 2, 1));
     // The earlier lease is stale now.
     assert!(is_lease_lost(&h.client.fail(&claimed.lease, &Failure::permanent("late")).await));
     h.assert_sound(q).await;
@@ -638,7 +638,7 @@ async fn transient_failures_past_max_attempts_die_as_attempts_exhausted() {
     let id = enqueue(&h, q, job(1).max_attempts(2)).await;
 
     let first = claim_one(&h, q, "w1").await;
-    assert_eq!((first.attempt, first.max_attempts), (1, 2));
+    assert_eq!((first.facts.attempt, first.facts.max_attempts), (1, 2));
     let r = h.client.fail(&first.lease, &Failure::transient("timeout 1", Duration::from_millis(10))).await;
     h.assert_sound(q).await;
     assert!(matches!(r, Ok(FailOutcome::Retrying { .. })), "{r:?}");
@@ -646,7 +646,7 @@ async fn transient_failures_past_max_attempts_die_as_attempts_exhausted() {
     tokio::time::sleep(Duration::from_millis(40)).await;
 
     let second = claim_one(&h, q, "w2").await;
-    assert_eq!((second.lease.job_id.clone(), second.attempt), (id.clone(), 2));
+    assert_eq!((second.lease.job_id.clone(), second.facts.attempt), (id.clone(), 2));
     let outcome = h
         .client
         .fail(&second.lease, &Failure::transient("timeout 2", Duration::from_millis(10)))
@@ -695,7 +695,7 @@ async fn a_reaped_worker_cannot_touch_the_next_attempt() {
     assert_eq!(reaped, Reaped { retried: 1, dead: 0, ids: vec![id.clone()] });
 
     let b = claim_one(&h, q, "worker-b").await;
-    assert_eq!((b.lease.job_id.clone(), b.attempt), (id.clone(), 2));
+    assert_eq!((b.lease.job_id.clone(), b.facts.attempt), (id.clone(), 2));
     assert_ne!(a.lease.token, b.lease.token);
     let before = snapshot(&mut conn, q, &id).await;
 
@@ -721,7 +721,7 @@ async fn a_reaped_worker_cannot_touch_the_next_attempt() {
 
     let stored = h.client.get_job(q, &id).await.expect("job");
     assert_eq!(
-        (stored.state, stored.attempt, stored.worker.as_deref()),
+        (stored.state, stored.facts.attempt, stored.worker.as_deref()),
         (JobState::Active, 2, Some("worker-b"))
     );
     assert_eq!(stored.errors.len(), 1);
@@ -892,7 +892,7 @@ async fn extend_names_the_stale_lease_when_a_worker_holds_two_leases_of_one_job(
     assert_eq!(h.client.reap(q, 100, Duration::ZERO).await.expect("reap").ids, vec![id.clone()]);
     h.assert_sound(q).await;
     let new = claim_one(&h, q, "w1").await;
-    assert_eq!((new.lease.job_id.clone(), new.attempt), (id.clone(), 2));
+    assert_eq!((new.lease.job_id.clone(), new.facts.attempt), (id.clone(), 2));
 
     let ext = h.client.extend(&[new.lease.clone(), old.lease.clone()], Duration::from_secs(60)).await;
     h.assert_sound(q).await;
@@ -914,7 +914,7 @@ async fn release_returns_the_job_to_the_front_without_spending_an_attempt() {
     let jobs = claim_jobs(&h, q, &claim(2, "w1")).await;
     assert_eq!(ids_of(&jobs), ids[..2].to_vec());
     let b = &jobs[1];
-    assert_eq!((b.attempt, b.releases), (1, 0));
+    assert_eq!((b.facts.attempt, b.facts.releases), (1, 0));
 
     let released = h.client.release(&b.lease, None).await.expect("release");
     h.assert_sound(q).await;
@@ -946,7 +946,7 @@ async fn release_returns_the_job_to_the_front_without_spending_an_attempt() {
     // Claimed again before the older ready job, with the same attempt number.
     let again = claim_one(&h, q, "w2").await;
     assert_eq!(again.lease.job_id, ids[1]);
-    assert_eq!((again.attempt, again.releases), (1, 1));
+    assert_eq!((again.facts.attempt, again.facts.releases), (1, 1));
     assert_only_in(&mut conn, q, &ids[2], "ready:0").await;
 
     // The old lease is stale now.
@@ -962,7 +962,7 @@ async fn release_returns_the_job_to_the_front_without_spending_an_attempt() {
     );
     h.assert_sound(q).await;
     assert_eq!(counter(&mut conn, q, "released").await, 2);
-    assert_eq!(h.client.get_job(q, &ids[1]).await.expect("job").releases, 2);
+    assert_eq!(h.client.get_job(q, &ids[1]).await.expect("job").facts.releases, 2);
 }
 
 #[tokio::test]
@@ -974,7 +974,7 @@ async fn release_keeps_the_priority_level() {
     let hi1 = enqueue(&h, q, job(1).priority(3)).await;
     let hi2 = enqueue(&h, q, job(2).priority(3)).await;
     let first = claim_one(&h, q, "w1").await;
-    assert_eq!((first.lease.job_id.clone(), first.priority), (hi1.clone(), 3));
+    assert_eq!((first.lease.job_id.clone(), first.facts.priority), (hi1.clone(), 3));
     h.client.release(&first.lease, None).await.expect("release");
     h.assert_sound(q).await;
     assert_eq!(ready_line(&mut conn, q, 3).await, vec![hi1.to_string(), hi2.to_string()]);
@@ -1014,7 +1014,7 @@ async fn release_with_a_delay_goes_to_delayed() {
 
     tokio::time::sleep(Duration::from_millis(delay + 40)).await;
     let next = claim_one(&h, q, "w2").await;
-    assert_eq!((next.lease.job_id.clone(), next.attempt, next.releases), (id.clone(), 1, 1));
+    assert_eq!((next.lease.job_id.clone(), next.facts.attempt, next.facts.releases), (id.clone(), 1, 1));
     assert_only_in(&mut conn, q, &id, "active").await;
 }
 
@@ -1057,7 +1057,7 @@ async fn reap_recovers_only_expired_leases() {
     assert_only_in(&mut conn, q, &ids[0], "ready:0").await;
     assert_eq!(ready_line(&mut conn, q, 0).await, vec![ids[0].to_string(), older.to_string()]);
     let stored = h.client.get_job(q, &ids[0]).await.expect("job");
-    assert_eq!((stored.state, stored.attempt), (JobState::Ready, 1));
+    assert_eq!((stored.state, stored.facts.attempt), (JobState::Ready, 1));
     assert_eq!(stored.errors.len(), 1);
     let e = &stored.errors[0];
     assert_eq!(
@@ -1076,7 +1076,7 @@ async fn reap_recovers_only_expired_leases() {
     assert_eq!(counter(&mut conn, q, "reaped").await, 1);
 
     let next = claim_one(&h, q, "w3").await;
-    assert_eq!((next.lease.job_id.clone(), next.attempt), (ids[0].clone(), 2));
+    assert_eq!((next.lease.job_id.clone(), next.facts.attempt), (ids[0].clone(), 2));
     h.client.complete(&alive.lease, None).await.expect("the live lease still completes");
     h.assert_sound(q).await;
 }
@@ -1158,7 +1158,7 @@ async fn reap_with_a_retry_delay_puts_the_job_in_delayed() {
 
     tokio::time::sleep(Duration::from_millis(delay + 40)).await;
     let next = claim_one(&h, q, "w2").await;
-    assert_eq!((next.lease.job_id.clone(), next.attempt), (id, 2));
+    assert_eq!((next.lease.job_id.clone(), next.facts.attempt), (id, 2));
 }
 
 // ---------------------------------------------------------------------------
@@ -1186,7 +1186,7 @@ async fn replay_puts_a_dead_job_back_with_its_history() {
     assert_eq!(replayed, Replayed { replayed: 1, not_dead: vec![] });
     assert_only_in(&mut conn, q, &id, "ready:0").await;
     let stored = h.client.get_job(q, &id).await.expect("job");
-    assert_eq!((stored.state, stored.attempt, stored.replays), (JobState::Ready, 0, 1));
+    assert_eq!((stored.state, stored.facts.attempt, stored.replays), (JobState::Ready, 0, 1));
     assert_within("replayed_at", stored.replayed_at.map(ms).expect("replayed_at"), t0, t1);
     assert_eq!(stored.last_dead_reason.as_deref(), Some("invalid_payload"));
     assert_eq!(stored.dead_reason, None);
@@ -1208,7 +1208,7 @@ async fn replay_puts_a_dead_job_back_with_its_history() {
 
     // A fresh attempt budget: claimed as attempt 1, and it completes.
     let run = claim_one(&h, q, "w2").await;
-    assert_eq!((run.lease.job_id.clone(), run.attempt, run.max_attempts), (id.clone(), 1, 3));
+    assert_eq!((run.lease.job_id.clone(), run.facts.attempt, run.facts.max_attempts), (id.clone(), 1, 3));
     assert_eq!(
         h.client.complete(&run.lease, Some(&json!("ok"))).await.expect("complete"),
         Completion::Completed
@@ -1443,7 +1443,10 @@ async fn dead_jobs_are_never_trimmed() {
         assert_only_in(&mut conn, q, id, "dead").await;
         let stored = h.client.get_job(q, id).await.expect("dead job kept");
         assert_eq!(stored.state, JobState::Dead);
-        assert_eq!(stored.payload, format!(r#"{{"n":{}}}"#, id.as_str()[2..].parse::<u32>().expect("n")));
+        assert_eq!(
+            stored.facts.payload,
+            format!(r#"{{"n":{}}}"#, id.as_str()[2..].parse::<u32>().expect("n"))
+        );
         assert_eq!(stored.errors.len(), 1);
     }
     assert_eq!(h.client.counts(q).await.expect("counts").dead, 3);
@@ -1503,11 +1506,14 @@ async fn a_mixed_run_keeps_every_job_in_exactly_one_place() {
                         h.client.fail(&j.lease, &Failure::transient("flaky", Duration::from_millis(5))).await;
                     match out.expect("fail") {
                         FailOutcome::Retrying { .. } => {
-                            assert!(j.attempt < j.max_attempts);
+                            assert!(j.facts.attempt < j.facts.max_attempts);
                             assert_only_in(&mut conn, q, id, "delayed").await;
                         }
                         FailOutcome::Dead { reason, .. } => {
-                            assert_eq!((reason.as_str(), j.attempt), ("attempts_exhausted", j.max_attempts));
+                            assert_eq!(
+                                (reason.as_str(), j.facts.attempt),
+                                ("attempts_exhausted", j.facts.max_attempts)
+                            );
                             dead += 1;
                             assert_only_in(&mut conn, q, id, "dead").await;
                         }
@@ -1521,7 +1527,7 @@ async fn a_mixed_run_keeps_every_job_in_exactly_one_place() {
                 }
                 4 => {
                     assert!(h.client.release(&j.lease, None).await.expect("release").now);
-                    assert_only_in(&mut conn, q, id, &format!("ready:{}", j.priority)).await;
+                    assert_only_in(&mut conn, q, id, &format!("ready:{}", j.facts.priority)).await;
                 }
                 _ => {
                     let r =
@@ -1537,7 +1543,7 @@ async fn a_mixed_run_keeps_every_job_in_exactly_one_place() {
         assert_accounted(&h, &mut conn, q, &ids).await;
         let dying_ids: BTreeSet<JobId> = ids_of(&dying).into_iter().collect();
         assert_eq!(reaped.ids.iter().cloned().collect::<BTreeSet<_>>(), dying_ids, "round {round}");
-        let spent = dying.iter().filter(|j| j.attempt >= j.max_attempts).count() as u32;
+        let spent = dying.iter().filter(|j| j.facts.attempt >= j.facts.max_attempts).count() as u32;
         assert_eq!((reaped.dead, reaped.retried), (spent, dying.len() as u32 - spent));
         dead += u64::from(spent);
     }
@@ -1584,7 +1590,7 @@ async fn a_mixed_run_keeps_every_job_in_exactly_one_place() {
     assert_accounted(&h, &mut conn, q, &ids).await;
     let rest = claim_jobs(&h, q, &claim(50, "drainer")).await;
     assert_eq!(rest.len() as u64, dead);
-    assert!(rest.iter().all(|j| j.attempt == 1), "a replay restores the attempt budget");
+    assert!(rest.iter().all(|j| j.facts.attempt == 1), "a replay restores the attempt budget");
     for j in rest {
         h.client.complete(&j.lease, None).await.expect("complete");
         assert_accounted(&h, &mut conn, q, &ids).await;

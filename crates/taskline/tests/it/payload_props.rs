@@ -72,7 +72,7 @@ async fn round_trip(client: &Client, job: NewJob) -> Result<String, Error> {
     let job = claimed.remove(0);
     assert_eq!(job.lease.job_id, id);
     client.complete(&job.lease, None).await.expect("complete");
-    Ok(job.payload)
+    Ok(job.facts.payload)
 }
 
 /// How many cases ended each way, so a test can tell that its inputs

@@ -30,7 +30,11 @@ async fn a_stale_attempt_cannot_write_checkpoint_or_progress() {
     h.client.reap(q, 10, Duration::ZERO).await.expect("reap");
 
     let b = claim_one(&h, q, &claim(1, "worker-b")).await;
-    assert_eq!((b.attempt, b.checkpoint.as_deref()), (2, Some(r#"{"done":100}"#)), "B resumes from A's");
+    assert_eq!(
+        (b.facts.attempt, b.facts.checkpoint.as_deref()),
+        (2, Some(r#"{"done":100}"#)),
+        "B resumes from A's"
+    );
     h.client.save_checkpoint(&b.lease, r#"{"done":300}"#).await.expect("B's checkpoint");
     h.client.report_progress(&b.lease, &Progress::new(300, 1000, "rows")).await.expect("B's progress");
 
@@ -40,14 +44,14 @@ async fn a_stale_attempt_cannot_write_checkpoint_or_progress() {
     assert!(matches!(stale, Err(Error::LeaseLost { .. })), "{stale:?}");
 
     let job = h.client.get_job(q, &id).await.expect("job");
-    assert_eq!(job.checkpoint.as_deref(), Some(r#"{"done":300}"#), "B's checkpoint survives");
+    assert_eq!(job.facts.checkpoint.as_deref(), Some(r#"{"done":300}"#), "B's checkpoint survives");
     assert_eq!(job.progress.as_deref(), Some(r#"{"done":300,"total":1000,"unit":"rows"}"#));
     h.assert_sound(q).await;
 
     // B fails; attempt 3 gets B's checkpoint, not A's late write.
     h.client.fail(&b.lease, &Failure::transient("boom", Duration::ZERO)).await.expect("fail");
     let c = claim_one(&h, q, &claim(1, "worker-c")).await;
-    assert_eq!((c.attempt, c.checkpoint.as_deref()), (3, Some(r#"{"done":300}"#)));
+    assert_eq!((c.facts.attempt, c.facts.checkpoint.as_deref()), (3, Some(r#"{"done":300}"#)));
 }
 
 #[tokio::test]
@@ -92,5 +96,5 @@ async fn oversize_or_invalid_checkpoints_are_refused_before_sending() {
     assert!(err.to_string().contains("checkpoint is 202 bytes, over the 100-byte limit"), "{err}");
     let err = h.client.save_checkpoint(&a.lease, "{not json").await.expect_err("invalid");
     assert!(matches!(err, Error::InvalidPayload(_)), "{err}");
-    assert_eq!(h.client.get_job(q, &id).await.expect("job").checkpoint, None);
+    assert_eq!(h.client.get_job(q, &id).await.expect("job").facts.checkpoint, None);
 }

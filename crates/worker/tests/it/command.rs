@@ -101,7 +101,7 @@ echo "{\"args\": \"$1 $2\", \"greeting\": \"$GREETING\"}""#,
         let result: Value = serde_json::from_str(done.result.as_deref().expect("a result")).expect("json");
         assert_eq!(result, json!({"args": "one two words", "greeting": "hi there"}));
         let stdin = std::fs::read_to_string(out.join(format!("{id}.stdin"))).expect("stdin copy");
-        assert_eq!(stdin, done.payload, "the payload arrives intact on stdin");
+        assert_eq!(stdin, done.facts.payload, "the payload arrives intact on stdin");
         let env = std::fs::read_to_string(out.join(format!("{id}.env"))).expect("env copy");
         for want in [
             format!("TASKLINE_JOB_ID={id}"),
@@ -319,13 +319,13 @@ echo "{\"resumed_from\": $TASKLINE_CHECKPOINT}""#,
     worker.stop().await;
 
     let job = client.get_job("cmd", &id).await.expect("get_job");
-    assert_eq!(job.attempt, 2);
+    assert_eq!(job.facts.attempt, 2);
     assert_eq!(
         job.result.as_deref(),
         Some(r#"{"resumed_from":{"files":2}}"#),
         "attempt 2 got the checkpoint"
     );
-    assert_eq!(job.checkpoint.as_deref(), Some(r#"{"files":2}"#));
+    assert_eq!(job.facts.checkpoint.as_deref(), Some(r#"{"files":2}"#));
     assert_eq!(job.progress.as_deref(), Some(r#"{"done":4,"total":4,"unit":"files"}"#));
     assert_eq!(job.errors[0].message, "exit code 75: upload interrupted", "report lines are not error text");
     let events = client.read_events("cmd", None, 1_000).await.expect("events");

@@ -249,7 +249,7 @@ async fn low_priority_jobs_keep_their_share_under_sustained_high_priority_load()
     done.sort_by_key(|j| j.started_at.map(ms));
     // While high-priority work was waiting (the first 300 starts), one job
     // in ten still went to the low level.
-    let low = done[..300].iter().filter(|j| j.priority == 0).count();
+    let low = done[..300].iter().filter(|j| j.facts.priority == 0).count();
     assert!((27..=33).contains(&low), "{low} of the first 300 starts were low priority; 30 expected");
     assert_sound(&client, "mixed").await;
 }

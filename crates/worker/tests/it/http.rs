@@ -228,7 +228,7 @@ async fn every_status_class_maps_to_its_outcome_with_the_body_as_the_error() {
             "{code}: {}",
             error.message
         );
-        assert_eq!(job.attempt, 1, "{code}: one attempt so far");
+        assert_eq!(job.facts.attempt, 1, "{code}: one attempt so far");
         if transient.contains(&code) {
             assert_eq!((job.state, error.kind), (JobState::Delayed, FailureKind::Transient), "{code}");
             let due = job.due_at.expect("a retry is due");
@@ -266,7 +266,7 @@ async fn retry_after_on_429_and_503_sets_the_delay_and_attempts_keep_one_idempot
         })
         .await;
         let job = client.get_job("web", &id).await.expect("job");
-        assert_eq!(job.attempt, 2, "{name}");
+        assert_eq!(job.facts.attempt, 2, "{name}");
         assert_eq!(job.errors.len(), 1, "{name}");
         assert!(job.errors[0].message.contains("busy, come back in 1 s"), "{:?}", job.errors[0]);
         assert_eq!(job.result.as_deref(), Some(r#"{"second":true}"#));

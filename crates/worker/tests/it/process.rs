@@ -112,7 +112,7 @@ async fn sigkill_mid_job_the_lease_expires_and_another_worker_completes_it() {
     let leased = wait_active(&client, "kill", &id, 10 * SEC).await;
     let a_id = leased.worker.clone().expect("the active job names its worker");
     assert!(is_id_of(&a_id, &a), "the job is leased by worker A (pid {}): {a_id}", a.child.id());
-    assert_eq!(leased.attempt, 1);
+    assert_eq!(leased.facts.attempt, 1);
 
     // B starts while A still holds the lease; then A dies without a word.
     let b = WorkerProcess::spawn(&config, &dir.path().join("b.log"));
@@ -131,7 +131,7 @@ async fn sigkill_mid_job_the_lease_expires_and_another_worker_completes_it() {
     let b_id = done.worker.clone().expect("the completed job names its worker");
     assert!(is_id_of(&b_id, &b), "worker B (pid {}) completed the job, not {b_id}", b.child.id());
     assert_ne!(a_id, b_id, "each process has its own instance id");
-    assert_eq!(done.attempt, 2, "the lost attempt counts: {done:?}");
+    assert_eq!(done.facts.attempt, 2, "the lost attempt counts: {done:?}");
     assert_eq!(done.result.as_deref(), Some("\"done\""));
     assert_eq!(done.errors.len(), 1, "one failed attempt in the history: {:?}", done.errors);
     let lost = &done.errors[0];
@@ -194,8 +194,8 @@ async fn sigterm_during_a_long_job_releases_it_to_the_front_and_another_worker_c
 
     let released = job(&client, "term", &long).await;
     assert_eq!(released.state, JobState::Ready, "the job is back in ready: {released:?}");
-    assert_eq!(released.attempt, 0, "the released attempt is not spent");
-    assert_eq!(released.releases, 1);
+    assert_eq!(released.facts.attempt, 0, "the released attempt is not spent");
+    assert_eq!(released.facts.releases, 1);
     assert!(released.errors.is_empty(), "a release is not a failure: {:?}", released.errors);
     assert_eq!(
         client.list_jobs("term", JobState::Ready, 0, 10).await.expect("list"),
@@ -211,8 +211,8 @@ async fn sigterm_during_a_long_job_releases_it_to_the_front_and_another_worker_c
     wait_state(&client, "term", &behind, JobState::Completed, 5 * SEC).await;
     let done = job(&client, "term", &long).await;
     assert!(is_id_of(done.worker.as_deref().unwrap_or(""), &b), "B completed it: {done:?}");
-    assert_eq!(done.attempt, 1, "B's run is the first counted attempt");
-    assert_eq!(done.releases, 1);
+    assert_eq!(done.facts.attempt, 1, "B's run is the first counted attempt");
+    assert_eq!(done.facts.releases, 1);
     assert!(done.errors.is_empty(), "{:?}", done.errors);
     let next = job(&client, "term", &behind).await;
     assert!(done.started_at < next.started_at, "B ran the released job first: {done:?} {next:?}");
@@ -243,12 +243,12 @@ async fn sigterm_lets_a_short_job_finish_and_claims_nothing_new() {
 
     let done = job(&client, "short", &id).await;
     assert_eq!(done.state, JobState::Completed, "the running job finished: {done:?}");
-    assert_eq!(done.attempt, 1);
-    assert_eq!(done.releases, 0, "nothing was released");
+    assert_eq!(done.facts.attempt, 1);
+    assert_eq!(done.facts.releases, 0, "nothing was released");
     assert_eq!(done.result.as_deref(), Some("7"));
     let waiting = job(&client, "short", &late).await;
     assert_eq!(waiting.state, JobState::Ready, "no claim after SIGTERM: {waiting:?}");
-    assert_eq!(waiting.attempt, 0);
+    assert_eq!(waiting.facts.attempt, 0);
     assert!(!a.log_text().contains("released back"), "log:\n{}", a.log_text());
     assert_sound(&client, "short").await;
 }
@@ -275,7 +275,7 @@ async fn a_second_signal_releases_running_jobs_at_once() {
 
     let released = job(&client, "hurry", &id).await;
     assert_eq!(released.state, JobState::Ready, "{released:?}");
-    assert_eq!((released.attempt, released.releases), (0, 1), "{released:?}");
+    assert_eq!((released.facts.attempt, released.facts.releases), (0, 1), "{released:?}");
     let log = a.log_text();
     assert!(log.contains("second signal"), "log:\n{log}");
     assert!(log.contains("released back to the queue"), "log:\n{log}");
@@ -297,7 +297,7 @@ async fn sigint_with_a_zero_shutdown_timeout_releases_at_once() {
     assert_eq!(status.code(), Some(0), "SIGINT is a graceful shutdown too; log:\n{}", a.log_text());
     let released = job(&client, "int", &id).await;
     assert_eq!(
-        (released.state, released.attempt, released.releases),
+        (released.state, released.facts.attempt, released.facts.releases),
         (JobState::Ready, 0, 1),
         "{released:?}"
     );
@@ -514,7 +514,7 @@ async fn a_mixed_workload_ends_with_exact_completed_and_dead_counts() {
 
     for (i, id) in ok.iter().enumerate() {
         let j = job(&client, "mixed", id).await;
-        assert_eq!((j.state, j.attempt), (JobState::Completed, 1), "{j:?}");
+        assert_eq!((j.state, j.facts.attempt), (JobState::Completed, 1), "{j:?}");
         assert_eq!(
             serde_json::from_str::<Value>(j.result.as_deref().unwrap_or("")).ok(),
             Some(json!({"n": i}))
@@ -522,7 +522,11 @@ async fn a_mixed_workload_ends_with_exact_completed_and_dead_counts() {
     }
     for id in &flaky {
         let j = job(&client, "mixed", id).await;
-        assert_eq!((j.state, j.attempt), (JobState::Completed, 3), "succeeds on the third attempt: {j:?}");
+        assert_eq!(
+            (j.state, j.facts.attempt),
+            (JobState::Completed, 3),
+            "succeeds on the third attempt: {j:?}"
+        );
         assert_eq!(j.errors.len(), 2, "{:?}", j.errors);
         assert!(j.errors.iter().all(|e| e.kind == taskline::FailureKind::Transient), "{:?}", j.errors);
         assert_eq!(j.errors.iter().map(|e| e.attempt).collect::<Vec<_>>(), vec![1, 2]);
@@ -537,7 +541,7 @@ async fn a_mixed_workload_ends_with_exact_completed_and_dead_counts() {
         let j = job(&client, "mixed", id).await;
         assert_eq!(j.state, JobState::Dead, "{j:?}");
         assert_eq!(j.dead_reason.as_deref(), Some("simulated"), "{j:?}");
-        assert_eq!(j.attempt, 1, "a permanent failure is not retried");
+        assert_eq!(j.facts.attempt, 1, "a permanent failure is not retried");
         assert_eq!(j.errors.len(), 1);
         assert_eq!(j.errors[0].kind, taskline::FailureKind::Permanent);
         assert!(j.errors[0].message.contains("simulated failure"), "{:?}", j.errors);
@@ -546,7 +550,7 @@ async fn a_mixed_workload_ends_with_exact_completed_and_dead_counts() {
         let j = job(&client, "mixed", id).await;
         assert_eq!(j.state, JobState::Dead, "{j:?}");
         assert_eq!(j.dead_reason.as_deref(), Some("attempts_exhausted"), "{j:?}");
-        assert_eq!(j.attempt, 2, "both attempts ran");
+        assert_eq!(j.facts.attempt, 2, "both attempts ran");
         assert_eq!(j.errors.len(), 2);
         assert!(j.errors.iter().all(|e| e.message.contains("panicked")), "{:?}", j.errors);
     }
@@ -747,7 +751,7 @@ async fn a_busy_worker_reports_no_lease_lost_when_none_was() {
     assert_eq!((counts.completed, counts.dead), (JOBS as u64, 0), "{counts:?}");
     for id in client.list_jobs("beat", JobState::Completed, 0, JOBS as u64).await.expect("list") {
         let j = job(&client, "beat", &id).await;
-        assert_eq!((j.attempt, j.errors.len()), (1, 0), "every job ran once, no lease was lost: {j:?}");
+        assert_eq!((j.facts.attempt, j.errors.len()), (1, 0), "every job ran once, no lease was lost: {j:?}");
     }
     let log = worker.log_text();
     let false_alarms: Vec<&str> = log.lines().filter(|l| l.contains("lease lost")).collect();

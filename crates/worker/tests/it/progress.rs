@@ -136,7 +136,7 @@ async fn the_next_attempt_receives_the_checkpoint() {
 
     assert_eq!(*seen.lock().unwrap(), vec![(1, None), (2, Some(500))]);
     let job = client.get_job("q", &id).await.expect("get_job");
-    assert_eq!(job.checkpoint.as_deref(), Some("500"));
+    assert_eq!(job.facts.checkpoint.as_deref(), Some("500"));
     assert_eq!(job.result.as_deref(), Some(r#"{"resumed_at":500}"#));
 }
 
@@ -158,5 +158,5 @@ async fn an_oversize_checkpoint_fails_the_attempt_with_a_clear_error() {
     let job = client.get_job("q", &id).await.expect("get_job");
     let message = &job.errors.last().expect("an error recorded").message;
     assert!(message.contains("checkpoint is 2002 bytes, over the 1000-byte limit"), "{message}");
-    assert_eq!(job.checkpoint, None, "nothing stored");
+    assert_eq!(job.facts.checkpoint, None, "nothing stored");
 }

@@ -88,8 +88,8 @@ async fn a_job_killed_halfway_resumes_from_its_last_checkpoint() {
     );
 
     let job = client.get_job("export", &id).await.expect("get_job");
-    assert_eq!(job.attempt, 2);
+    assert_eq!(job.facts.attempt, 2);
     let progress: Progress = serde_json::from_str(job.progress.as_deref().expect("progress")).expect("json");
     assert_eq!(progress, Progress::new(STEPS, STEPS, "rows"));
-    assert_eq!(job.checkpoint.as_deref(), Some(r#"{"done":40}"#));
+    assert_eq!(job.facts.checkpoint.as_deref(), Some(r#"{"done":40}"#));
 }

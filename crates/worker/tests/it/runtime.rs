@@ -197,7 +197,7 @@ async fn happy_path_completes_every_job_with_its_result() {
     for (n, id) in ids.iter().enumerate() {
         let job = get(&client, "q", id).await;
         assert_eq!(job.state, JobState::Completed, "job {n}");
-        assert_eq!(job.attempt, 1, "job {n} ran once");
+        assert_eq!(job.facts.attempt, 1, "job {n} ran once");
         assert!(job.errors.is_empty(), "job {n}: {:?}", job.errors);
         assert_eq!(result_of(&job), json!({ "doubled": n * 2 }), "job {n}");
         assert!(job.finished_at.is_some() && job.worker.is_some(), "job {n}: {job:?}");
@@ -260,7 +260,7 @@ backoff = { initial = "100ms", factor = 2.0, max = "1s", jitter = "none" }
         "attempt 2 -> 3 after {second_gap:?}, expected 200 ms (+ at most ~1 s)"
     );
 
-    assert_eq!(job.attempt, 3);
+    assert_eq!(job.facts.attempt, 3);
     assert_eq!(result_of(&job), json!("third time lucky"));
     assert_eq!(job.errors.len(), 2, "{:?}", job.errors);
     for (i, error) in job.errors.iter().enumerate() {
@@ -312,7 +312,7 @@ backoff = { initial = "50ms", factor = 1.0, max = "50ms", jitter = "none" }
     let job = wait_job(&client, "q", &charge, "charge dead", |j| j.state == JobState::Dead).await;
 
     assert_eq!(job.dead_reason.as_deref(), Some("card_declined"));
-    assert_eq!(job.attempt, 2, "dead on the permanent failure, 3 attempts left unused");
+    assert_eq!(job.facts.attempt, 2, "dead on the permanent failure, 3 attempts left unused");
     assert_eq!(job.payload_as::<Value>().unwrap(), json!({"card": "4242", "cents": 1999}), "payload kept");
     let history: Vec<(u32, FailureKind, &str)> =
         job.errors.iter().map(|e| (e.attempt, e.kind, e.message.as_str())).collect();
@@ -350,7 +350,7 @@ async fn permanent_failure_on_the_first_attempt_spends_no_retry() {
     let id = enqueue(&client, "q", NewJob::new("refund", &json!({"order": 17})).unwrap()).await;
     let job = wait_job(&client, "q", &id, "refund dead", |j| j.state == JobState::Dead).await;
     assert_eq!(job.dead_reason.as_deref(), Some("permanent"), "a permanent error without a reason");
-    assert_eq!((job.attempt, job.errors.len()), (1, 1));
+    assert_eq!((job.facts.attempt, job.errors.len()), (1, 1));
     assert_eq!(job.errors[0].kind, FailureKind::Permanent);
     assert_eq!(job.errors[0].message, "order 17 does not exist");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -383,7 +383,7 @@ backoff = { initial = "20ms", factor = 1.0, max = "20ms", jitter = "none" }
     let id = enqueue(&client, "q", NewJob::new("sync", &json!(null)).unwrap()).await;
     let job = wait_job(&client, "q", &id, "sync dead", |j| j.state == JobState::Dead).await;
     assert_eq!(job.dead_reason.as_deref(), Some("attempts_exhausted"));
-    assert_eq!(job.attempt, 2);
+    assert_eq!(job.facts.attempt, 2);
     // (job.max_attempts is not checked: the budget of a job that set none
     // lives in the worker's config, and get_job reports the reading
     // client's default.)
@@ -567,7 +567,7 @@ async fn unknown_names_and_bad_payloads_go_dead_with_their_reason() {
 
     let job = wait_job(&client, "q", &bad, "bad payload dead", |j| j.state == JobState::Dead).await;
     assert_eq!(job.dead_reason.as_deref(), Some("invalid_payload"));
-    assert_eq!((job.attempt, job.errors.len()), (1, 1), "not retried");
+    assert_eq!((job.facts.attempt, job.errors.len()), (1, 1), "not retried");
     assert_eq!(job.errors[0].kind, FailureKind::Permanent);
 
     let job = wait_job(&client, "q", &good, "good completed", |j| j.state == JobState::Completed).await;
@@ -655,19 +655,20 @@ max_version_retries = 2
 
     wait_job(&client, "q", &current, "version 1 completed", |j| j.state == JobState::Completed).await;
 
-    let job =
-        wait_job(&client, "q", &future, "released once", |j| j.releases == 1 && j.state == JobState::Delayed)
-            .await;
-    assert_eq!(job.attempt, 0, "a release spends no attempt");
+    let job = wait_job(&client, "q", &future, "released once", |j| {
+        j.facts.releases == 1 && j.state == JobState::Delayed
+    })
+    .await;
+    assert_eq!(job.facts.attempt, 0, "a release spends no attempt");
     assert!(job.errors.is_empty(), "a release records no error: {:?}", job.errors);
 
     let job = wait_job(&client, "q", &future, "future version dead", |j| j.state == JobState::Dead).await;
     assert_eq!(job.dead_reason.as_deref(), Some("unsupported_version"));
-    assert_eq!(job.releases, 2, "released max_version_retries times first");
-    assert_eq!(job.attempt, 1, "only the final claim counts as an attempt");
+    assert_eq!(job.facts.releases, 2, "released max_version_retries times first");
+    assert_eq!(job.facts.attempt, 1, "only the final claim counts as an attempt");
     assert_eq!(job.errors.len(), 1);
     assert_eq!(job.errors[0].kind, FailureKind::Permanent);
-    let waited = epoch_ms(job.finished_at.unwrap()) - epoch_ms(job.created_at);
+    let waited = epoch_ms(job.finished_at.unwrap()) - epoch_ms(job.facts.created_at);
     assert!(waited >= 600, "two returns of 300 ms each before dying, took {waited} ms");
     assert_eq!(*versions.lock().unwrap(), vec![1], "the handler never saw version 2");
     assert_sound(&client, "q").await;
@@ -1059,7 +1060,7 @@ reap_interval = "500ms"
 
     // The reaper recovers it after the lease expires; attempt 2 completes.
     let job = wait_job(&client, "q", &id, "completed by attempt 2", |j| j.state == JobState::Completed).await;
-    assert_eq!(job.attempt, 2);
+    assert_eq!(job.facts.attempt, 2);
     assert_eq!(result_of(&job), json!("second attempt"));
     assert_eq!(job.errors.len(), 1);
     assert_eq!(job.errors[0].message, "lease expired");
@@ -1098,7 +1099,7 @@ async fn shutdown_releases_a_long_job_which_another_worker_completes() {
 
     let job = get(&client, "q", &id).await;
     assert_eq!(job.state, JobState::Ready, "released back to ready");
-    assert_eq!((job.attempt, job.releases), (0, 1), "attempt not spent");
+    assert_eq!((job.facts.attempt, job.facts.releases), (0, 1), "attempt not spent");
     assert!(job.errors.is_empty(), "{:?}", job.errors);
     assert_sound(&client, "q").await;
 
@@ -1137,7 +1138,7 @@ async fn shutdown_lets_a_job_finish_within_the_timeout() {
     assert!(probe.ran_out.load(Ordering::SeqCst), "the job was cut short");
     let job = get(&client, "q", &id).await;
     assert_eq!(job.state, JobState::Completed);
-    assert_eq!((job.attempt, job.releases), (1, 0));
+    assert_eq!((job.facts.attempt, job.facts.releases), (1, 0));
     assert_eq!(result_of(&job), json!("worked"));
     assert_sound(&client, "q").await;
 }
@@ -1292,7 +1293,7 @@ async fn hurry_cuts_the_shutdown_wait_short() {
     assert!(hurried.elapsed() < Duration::from_secs(2), "stop took {:?} after hurry", hurried.elapsed());
     assert_eq!(report.released_at_shutdown, 1);
     let job = get(&client, "q", &id).await;
-    assert_eq!((job.state, job.attempt, job.releases), (JobState::Ready, 0, 1));
+    assert_eq!((job.state, job.facts.attempt, job.facts.releases), (JobState::Ready, 0, 1));
     assert_sound(&client, "q").await;
 }
 
@@ -1321,7 +1322,7 @@ timeout = "200ms"
     let stuck = enqueue(&client, "q", stuck).await;
 
     let job = wait_job(&client, "q", &flaky, "flaky completed", |j| j.state == JobState::Completed).await;
-    assert_eq!(job.attempt, 2);
+    assert_eq!(job.facts.attempt, 2);
     assert_eq!(result_of(&job), json!({"ok": true}));
     assert_eq!(job.errors[0].message, "simulated failure on attempt 1");
 
@@ -1356,7 +1357,7 @@ max_version = 1
             .await;
     assert_eq!(job.state, JobState::Dead, "a version-2 job ran on a max_version = 1 handler");
     assert_eq!(job.dead_reason.as_deref(), Some("unsupported_version"));
-    assert_eq!(job.releases, 1);
+    assert_eq!(job.facts.releases, 1);
     worker.stop().await;
 }
 

@@ -60,7 +60,7 @@ async fn the_first_reap_after_a_stall_longer_than_the_lease_takes_no_live_lease(
     assert_eq!(reaper.exec().await, 0, "one pass of delay after the deadline");
     assert_eq!(reaper.exec().await, 1, "a dead worker's lease is recovered");
     let job = client.get_job(q, &id).await.expect("job");
-    assert_eq!((job.state, job.attempt), (JobState::Ready, 1));
+    assert_eq!((job.state, job.facts.attempt), (JobState::Ready, 1));
     assert_eq!(job.errors[0].message, "lease expired");
 }
 
@@ -118,7 +118,7 @@ async fn a_finished_jobs_lease_is_held_until_its_outcome_lands_after_an_outage()
     })
     .await;
     let job = client.get_job(q, &id).await.expect("job");
-    assert_eq!(job.attempt, 1, "the job ran once");
+    assert_eq!(job.facts.attempt, 1, "the job ran once");
     assert!(job.errors.is_empty(), "no lease expired: {:?}", job.errors);
     assert_eq!(job.result.as_deref(), Some("\"done\""));
     assert_eq!(runs.load(Ordering::SeqCst), 1);

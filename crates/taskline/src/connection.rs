@@ -22,7 +22,7 @@
 //!   `CLUSTERDOWN` with backoff.
 //!
 //! Blocking reads (a worker's idle wait, `watch`) never go through the
-//! shared connection: [`Connection::dedicated`] opens a connection of their
+//! shared connection: `Connection::dedicated` opens a connection of their
 //! own to the node that serves a given key.
 
 use std::sync::{Arc, Mutex, RwLock, Weak};

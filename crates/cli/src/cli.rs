@@ -25,6 +25,24 @@ pub struct Cli {
     )]
     pub redis_url: String,
 
+    /// A Redis Cluster instead of --redis-url: seed node URLs, comma-separated
+    /// (a few reachable nodes are enough).
+    #[arg(long, env = "TASKLINE_CLUSTER", value_delimiter = ',', hide_env_values = true, global = true)]
+    pub cluster: Vec<String>,
+
+    /// A primary behind Redis Sentinel instead of --redis-url: the sentinels'
+    /// URLs, comma-separated; needs --master-name.
+    #[arg(long, env = "TASKLINE_SENTINELS", value_delimiter = ',', hide_env_values = true, global = true)]
+    pub sentinels: Vec<String>,
+
+    /// With --sentinels: the name they monitor the primary under.
+    #[arg(long, env = "TASKLINE_MASTER_NAME", global = true)]
+    pub master_name: Option<String>,
+
+    /// With --sentinels: the password of the primary and its replicas.
+    #[arg(long, env = "TASKLINE_MASTER_PASSWORD", hide_env_values = true, global = true)]
+    pub master_password: Option<String>,
+
     /// Key prefix the queues live under (the workers' `prefix`).
     #[arg(long, env = "TASKLINE_PREFIX", default_value = "taskline", global = true)]
     pub prefix: String,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use taskline::{Client, ClientOptions};
+use taskline::{Client, ClientOptions, RedisTarget, SentinelTarget};
 
 use crate::cli::Cli;
 use crate::error::{CliError, mask_password};
@@ -11,11 +11,44 @@ use crate::error::{CliError, mask_password};
 /// How long the CLI waits for Redis to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// What the command line names: `--cluster`, `--sentinels` with
+/// `--master-name`, or `--redis-url` (one server).
+fn target(cli: &Cli) -> Result<RedisTarget, CliError> {
+    let url = cli.redis_url.as_str();
+    match (cli.cluster.is_empty(), cli.sentinels.is_empty()) {
+        (false, false) => Err(CliError::Usage("give --cluster or --sentinels, not both".into())),
+        (false, true) => Ok(RedisTarget::cluster(cli.cluster.iter().map(|u| u.trim().to_string()))),
+        (true, false) => {
+            let Some(master_name) = cli.master_name.clone() else {
+                return Err(CliError::Usage(
+                    "--sentinels needs --master-name: the name the sentinels monitor the primary under"
+                        .into(),
+                ));
+            };
+            Ok(RedisTarget::Sentinel(SentinelTarget {
+                sentinels: cli.sentinels.iter().map(|u| u.trim().to_string()).collect(),
+                master_name,
+                password: cli.master_password.clone(),
+                ..SentinelTarget::default()
+            }))
+        }
+        (true, true) => {
+            if !["redis://", "rediss://", "redis+unix://", "unix://"].iter().any(|s| url.starts_with(s)) {
+                return Err(CliError::Usage(format!(
+                    "invalid --redis-url {:?}: expected redis://host:port[/db], rediss://... (TLS) or unix:///path",
+                    mask_password(url)
+                )));
+            }
+            Ok(RedisTarget::server(url))
+        }
+    }
+}
+
 /// A connected command context.
 pub struct Ctx {
     /// The client every command talks through.
     pub client: Client,
-    /// The Redis URL (for the dedicated connection of `events --follow`).
+    /// Where Redis is, passwords masked: what errors name.
     pub url: String,
     /// Print JSON instead of tables.
     pub json: bool,
@@ -29,19 +62,14 @@ impl Ctx {
             connection_timeout: CONNECT_TIMEOUT,
             ..ClientOptions::default()
         };
-        let url = cli.redis_url.as_str();
-        if !["redis://", "rediss://", "redis+unix://", "unix://"].iter().any(|s| url.starts_with(s)) {
-            return Err(CliError::Usage(format!(
-                "invalid --redis-url {:?}: expected redis://host:port[/db], rediss://... (TLS) or unix:///path",
-                mask_password(url)
-            )));
-        }
-        let client = Client::builder(url)
+        let target = target(cli)?;
+        let shown = target.to_string();
+        let client = Client::builder_for(target)
             .options(options)
             .connect()
             .await
-            .map_err(|err| CliError::from(err).with_url(url))?;
-        Ok(Ctx { client, url: cli.redis_url.clone(), json: cli.json })
+            .map_err(|err| CliError::from(err).with_url(&shown))?;
+        Ok(Ctx { client, url: shown, json: cli.json })
     }
 
     /// Fails with [`CliError::UnknownQueue`] unless `queue` is a queue: in

@@ -330,6 +330,14 @@ impl Client {
         matches!(self.inner.target, RedisTarget::Cluster(_))
     }
 
+    /// `host:port` of the node that serves `queue` now: the master of its
+    /// slot on a cluster, the primary behind Sentinel; `None` on one
+    /// server.
+    pub async fn node_of(&self, queue: &str) -> Result<Option<String>> {
+        let (_, keys) = self.queue_keys(queue)?;
+        Ok(self.inner.conn.node_of(&keys.meta()).await?)
+    }
+
     /// A new connection of its own to the node that serves `key` now (the
     /// primary, behind Sentinel), with replies awaited up to
     /// `response_timeout`: for blocking reads (`BLPOP`, `XREAD BLOCK`),

@@ -233,6 +233,22 @@ impl Connection {
         client.get_multiplexed_async_connection_with_config(&config).await
     }
 
+    /// `host:port` of the node that serves `key` now: the master of its
+    /// slot on a cluster, the primary behind Sentinel; `None` for one
+    /// server (its URL says it).
+    pub(crate) async fn node_of(&self, key: &str) -> RedisResult<Option<String>> {
+        match self {
+            Connection::Server(_) => Ok(None),
+            Connection::Sentinel(sentinel) => {
+                Ok(Some(address(sentinel.current().1.get_connection_info().addr())))
+            }
+            Connection::Cluster(cluster) => {
+                let (host, port) = cluster.master_for_key(key).await?;
+                Ok(Some(format!("{host}:{port}")))
+            }
+        }
+    }
+
     /// Runs `cmd` on the primary that serves `key`'s slot (on one server or
     /// Sentinel, simply runs it): for commands without keys that must still
     /// go to a queue's node, such as `SCAN` over a queue's keys.
@@ -374,19 +390,24 @@ fn describe_cluster_error(err: redis::RedisError, shown: &[String]) -> Error {
 }
 
 impl ClusterHandle {
-    /// A client for the master that serves `key`'s slot now, with the
-    /// seed nodes' credentials and TLS.
-    async fn node_client_for_key(&self, key: &str) -> RedisResult<redis::Client> {
+    /// Host and port of the master that serves `key`'s slot now.
+    async fn master_for_key(&self, key: &str) -> RedisResult<(String, u16)> {
         let mut conn = self.conn.clone();
         let slot: u16 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query_async(&mut conn).await?;
         let slots: Value = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await?;
-        let (host, port) = master_of_slot(&slots, slot).ok_or_else(|| {
+        master_of_slot(&slots, slot).ok_or_else(|| {
             redis::RedisError::from((
                 redis::ErrorKind::Client,
                 "no master serves the slot",
                 format!("slot {slot}"),
             ))
-        })?;
+        })
+    }
+
+    /// A client for the master that serves `key`'s slot now, with the
+    /// seed nodes' credentials and TLS.
+    async fn node_client_for_key(&self, key: &str) -> RedisResult<redis::Client> {
+        let (host, port) = self.master_for_key(key).await?;
         let addr = match self.seed.addr() {
             ConnectionAddr::TcpTls { insecure, .. } => {
                 ConnectionAddr::TcpTls { host, port, insecure: *insecure, tls_params: None }
@@ -394,6 +415,16 @@ impl ClusterHandle {
             _ => ConnectionAddr::Tcp(host, port),
         };
         redis::Client::open(self.seed.clone().set_addr(addr))
+    }
+}
+
+/// `host:port` (or the socket path) of a connection address.
+fn address(addr: &ConnectionAddr) -> String {
+    match addr {
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+            format!("{host}:{port}")
+        }
+        other => other.to_string(),
     }
 }
 

@@ -11,6 +11,7 @@ mod http;
 mod support;
 
 mod browser;
+mod cluster;
 mod control;
 mod dlq;
 mod dlq_kinds;

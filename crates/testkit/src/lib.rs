@@ -48,9 +48,11 @@ pub mod sentinel;
 pub mod server;
 pub mod slot;
 pub mod worker_binary;
+pub mod worker_process;
 
 pub use cluster::{ClusterNode, NodeRole, RedisCluster, RedisClusterBuilder};
 pub use sentinel::{SentinelSet, SentinelSetBuilder};
 pub use server::{REDIS_SERVER_ENV, RedisServer, RedisServerBuilder};
 pub use slot::{SLOT_COUNT, hash_slot};
 pub use worker_binary::build_worker_next_to;
+pub use worker_process::WorkerProcess;

@@ -19,7 +19,9 @@ use taskline::{Client, Group, Job, JobId, NewJob, RateLimit};
 use taskline_testkit::RedisServer;
 use taskline_worker::{JobContext, JobError, Worker, handler_fn};
 
-use crate::support::{RunningWorker, WorkerProcess, assert_sound, config, drained, eventually, write_file};
+use crate::support::{
+    RunningWorker, WorkerProcess, assert_sound, config, drained, eventually, worker_binary, write_file,
+};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -30,7 +32,9 @@ fn ms(t: SystemTime) -> u64 {
 /// Starts `n` worker processes on one config file.
 fn spawn_workers(dir: &Path, url: &str, body: &str, n: usize) -> Vec<WorkerProcess> {
     let config = write_file(dir, "worker.toml", &format!("[redis]\nurl = \"{url}\"\n\n{body}"));
-    (0..n).map(|i| WorkerProcess::spawn(&config, &dir.join(format!("worker-{i}.log")))).collect()
+    (0..n)
+        .map(|i| WorkerProcess::spawn(&worker_binary(), &config, &dir.join(format!("worker-{i}.log"))))
+        .collect()
 }
 
 async fn enqueue_all(client: &Client, queue: &str, jobs: Vec<NewJob>) -> Vec<JobId> {

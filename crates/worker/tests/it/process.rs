@@ -107,7 +107,7 @@ async fn sigkill_mid_job_the_lease_expires_and_another_worker_completes_it() {
              [queues.kill]\n\n[handlers.sim]\nqueue = \"kill\"\nkind = \"simulate\"\n",
         ),
     );
-    let mut a = WorkerProcess::spawn(&config, &dir.path().join("a.log"));
+    let mut a = WorkerProcess::spawn(&worker_binary(), &config, &dir.path().join("a.log"));
     let id = enqueue(&client, "kill", "sim", json!({"sleep_ms": 3000, "result": "done"})).await;
     let leased = wait_active(&client, "kill", &id, 10 * SEC).await;
     let a_id = leased.worker.clone().expect("the active job names its worker");
@@ -115,7 +115,7 @@ async fn sigkill_mid_job_the_lease_expires_and_another_worker_completes_it() {
     assert_eq!(leased.facts.attempt, 1);
 
     // B starts while A still holds the lease; then A dies without a word.
-    let b = WorkerProcess::spawn(&config, &dir.path().join("b.log"));
+    let b = WorkerProcess::spawn(&worker_binary(), &config, &dir.path().join("b.log"));
     wait_log(&b, "worker started", 10 * SEC).await;
     a.signal("KILL");
     let status = a.wait_exit(5 * SEC);
@@ -178,7 +178,7 @@ async fn sigterm_during_a_long_job_releases_it_to_the_front_and_another_worker_c
     let dir = tempfile::tempdir().expect("tempdir");
     // One job at a time, so a second job waits behind the long one.
     let config = shutdown_config(dir.path(), &server.url(), "term", "concurrency = 1\n", "200ms");
-    let mut a = WorkerProcess::spawn(&config, &dir.path().join("a.log"));
+    let mut a = WorkerProcess::spawn(&worker_binary(), &config, &dir.path().join("a.log"));
     // Long enough that A cannot finish it before its deadline; short enough
     // for B to run it to the end within the test's budget.
     let long = enqueue(&client, "term", "sim", json!({"sleep_ms": 5000})).await;
@@ -206,7 +206,7 @@ async fn sigterm_during_a_long_job_releases_it_to_the_front_and_another_worker_c
     assert!(log.contains("released back to the queue"), "A logs the release:\n{log}");
     assert!(log.contains("worker stopped"), "A logs its stop:\n{log}");
 
-    let b = WorkerProcess::spawn(&config, &dir.path().join("b.log"));
+    let b = WorkerProcess::spawn(&worker_binary(), &config, &dir.path().join("b.log"));
     wait_state(&client, "term", &long, JobState::Completed, 15 * SEC).await;
     wait_state(&client, "term", &behind, JobState::Completed, 5 * SEC).await;
     let done = job(&client, "term", &long).await;
@@ -225,7 +225,7 @@ async fn sigterm_lets_a_short_job_finish_and_claims_nothing_new() {
     let client = connect(&server.url()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = shutdown_config(dir.path(), &server.url(), "short", "", "5s");
-    let mut a = WorkerProcess::spawn(&config, &dir.path().join("a.log"));
+    let mut a = WorkerProcess::spawn(&worker_binary(), &config, &dir.path().join("a.log"));
     let id = enqueue(&client, "short", "sim", json!({"sleep_ms": 500, "result": 7})).await;
     wait_active(&client, "short", &id, 10 * SEC).await;
 
@@ -259,7 +259,7 @@ async fn a_second_signal_releases_running_jobs_at_once() {
     let client = connect(&server.url()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = shutdown_config(dir.path(), &server.url(), "hurry", "", "30s");
-    let mut a = WorkerProcess::spawn(&config, &dir.path().join("a.log"));
+    let mut a = WorkerProcess::spawn(&worker_binary(), &config, &dir.path().join("a.log"));
     let id = enqueue(&client, "hurry", "sim", json!({"sleep_ms": 10_000})).await;
     wait_active(&client, "hurry", &id, 10 * SEC).await;
 
@@ -288,7 +288,7 @@ async fn sigint_with_a_zero_shutdown_timeout_releases_at_once() {
     let client = connect(&server.url()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = shutdown_config(dir.path(), &server.url(), "int", "", "0s");
-    let mut a = WorkerProcess::spawn(&config, &dir.path().join("a.log"));
+    let mut a = WorkerProcess::spawn(&worker_binary(), &config, &dir.path().join("a.log"));
     let id = enqueue(&client, "int", "sim", json!({"sleep_ms": 10_000})).await;
     wait_active(&client, "int", &id, 10 * SEC).await;
 
@@ -336,8 +336,8 @@ async fn workers_ride_out_a_redis_restart_and_every_job_completes() {
         .collect();
     assert_eq!(ids.len(), JOBS);
 
-    let mut a = WorkerProcess::spawn(&config, &dir.path().join("a.log"));
-    let mut b = WorkerProcess::spawn(&config, &dir.path().join("b.log"));
+    let mut a = WorkerProcess::spawn(&worker_binary(), &config, &dir.path().join("a.log"));
+    let mut b = WorkerProcess::spawn(&worker_binary(), &config, &dir.path().join("b.log"));
     eventually("a third of the jobs completed", 20 * SEC, || async {
         client.counts("restart").await.is_ok_and(|c| c.completed >= (JOBS / 3) as u64)
     })
@@ -488,7 +488,7 @@ async fn a_mixed_workload_ends_with_exact_completed_and_dead_counts() {
              [handlers.sim]\nqueue = \"mixed\"\nkind = \"simulate\"\n",
         ),
     );
-    let mut worker = WorkerProcess::spawn(&config, &dir.path().join("worker.log"));
+    let mut worker = WorkerProcess::spawn(&worker_binary(), &config, &dir.path().join("worker.log"));
 
     let mut ok = Vec::new();
     let mut flaky = Vec::new();
@@ -730,7 +730,7 @@ async fn a_busy_worker_reports_no_lease_lost_when_none_was() {
              [queues.beat]\nconcurrency = 4\n\n[handlers.sim]\nqueue = \"beat\"\nkind = \"simulate\"\n",
         ),
     );
-    let worker = WorkerProcess::spawn(&config, &dir.path().join("worker.log"));
+    let worker = WorkerProcess::spawn(&worker_binary(), &config, &dir.path().join("worker.log"));
     // Flushing the script cache makes each heartbeat take an extra round
     // trip (NOSCRIPT, load, run again), as after a Redis restart or failover.
     let mut flusher = server.connection().await;
@@ -772,7 +772,7 @@ async fn text_logs_written_to_a_file_have_no_colour_escapes() {
              [handlers.sim]\nqueue = \"text\"\nkind = \"simulate\"\n",
         ),
     );
-    let mut worker = WorkerProcess::spawn(&config, &dir.path().join("worker.log"));
+    let mut worker = WorkerProcess::spawn(&worker_binary(), &config, &dir.path().join("worker.log"));
     let id = enqueue(&client, "text", "sim", json!({})).await;
     wait_state(&client, "text", &id, JobState::Completed, 10 * SEC).await;
     worker.signal("TERM");

@@ -13,7 +13,7 @@ use taskline::{Client, JobState, NewJob, Progress};
 use taskline_testkit::RedisServer;
 use taskline_worker::simulate::WORK_LOG_DIR_ENV;
 
-use crate::support::{WorkerProcess, eventually, write_file};
+use crate::support::{WorkerProcess, eventually, worker_binary, write_file};
 
 const STEPS: u64 = 40;
 const CHECKPOINT_EVERY: u64 = 5;
@@ -46,7 +46,7 @@ async fn a_job_killed_halfway_resumes_from_its_last_checkpoint() {
         ),
     );
     let env = [(WORK_LOG_DIR_ENV, work_log.as_path())];
-    let mut a = WorkerProcess::spawn_with_env(&config, &dir.path().join("a.log"), &env);
+    let mut a = WorkerProcess::spawn_with_env(&worker_binary(), &config, &dir.path().join("a.log"), &env);
     let payload =
         json!({"steps": STEPS, "step_ms": 50, "checkpoint_every": CHECKPOINT_EVERY, "unit": "rows"});
     let id = client.enqueue("export", NewJob::new("export", &payload).expect("job")).await.expect("enqueue");
@@ -62,7 +62,7 @@ async fn a_job_killed_halfway_resumes_from_its_last_checkpoint() {
     let killed_at = before_kill.last().expect("steps before the kill").1;
     assert!(before_kill.iter().all(|&(attempt, _)| attempt == 1), "{before_kill:?}");
 
-    let _b = WorkerProcess::spawn_with_env(&config, &dir.path().join("b.log"), &env);
+    let _b = WorkerProcess::spawn_with_env(&worker_binary(), &config, &dir.path().join("b.log"), &env);
     eventually("the job completes on worker B", Duration::from_secs(20), || async {
         client.get_job("export", &id).await.is_ok_and(|j| j.state == JobState::Completed)
     })

@@ -5,6 +5,7 @@
 //! scenarios, prints one table and writes a JSON report with the machine,
 //! versions and parameters.
 
+mod cluster;
 mod fleet;
 mod peer;
 mod pinning;
@@ -30,7 +31,7 @@ use crate::scenarios::{Bench, Params};
 const DEFAULT: &[&str] = &["enqueue_single", "enqueue_bulk", "process", "latency", "idle", "memory"];
 /// Run only when named: they start `taskline-worker` processes or
 /// `redis-benchmark`, and `worker_rss` is long by design.
-const ON_REQUEST: &[&str] = &["saturate", "redis_bound", "worker_rss"];
+const ON_REQUEST: &[&str] = &["saturate", "redis_bound", "worker_rss", "cluster"];
 
 /// Measures Taskline (and BullMQ, when Node.js and its packages are there)
 /// on one Redis.
@@ -59,7 +60,7 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     idle_queues: u32,
     /// Scenarios to run, comma-separated (default: the single-process ones;
-    /// `saturate`, `redis_bound` and `worker_rss` run only when named).
+    /// `saturate`, `redis_bound`, `worker_rss` and `cluster` run only when named).
     #[arg(long, value_delimiter = ',', default_values_t = DEFAULT.iter().map(|s| s.to_string()))]
     scenarios: Vec<String>,
     /// `saturate`: worker process counts, one run each, comma-separated.
@@ -71,6 +72,15 @@ struct Args {
     /// `redis_bound`: requests of each redis-benchmark test.
     #[arg(long, default_value_t = 200_000)]
     redis_benchmark_requests: u64,
+    /// `cluster`: masters of the private Redis Cluster (one replica each).
+    #[arg(long, default_value_t = 3)]
+    cluster_masters: usize,
+    /// `cluster`: queues the work is spread over.
+    #[arg(long, default_value_t = 16)]
+    cluster_queues: usize,
+    /// `cluster`: worker processes of its saturate part.
+    #[arg(long, default_value_t = 2)]
+    cluster_worker_processes: u32,
     /// The taskline-worker binary (default: next to this executable).
     #[arg(long)]
     worker_bin: Option<PathBuf>,
@@ -230,6 +240,17 @@ async fn run(
         eprintln!("taskline: redis_bound ...");
         results.insert("redis_bound".into(), json!(bench.redis_bound().await?));
     }
+    let mut cluster_report = None;
+    if wants("cluster") {
+        let cluster_params = cluster::ClusterParams {
+            masters: args.cluster_masters,
+            queues: args.cluster_queues.max(1),
+            worker_processes: args.cluster_worker_processes,
+        };
+        let report = cluster::run(&params, &cluster_params, &bench.worker_bin).await?;
+        results.insert("cluster".into(), json!(report));
+        cluster_report = Some(report);
+    }
     if wants("worker_rss") {
         eprintln!("taskline: worker_rss ({} jobs) ...", params.rss_jobs);
         results.insert("worker_rss".into(), json!(bench.worker_rss().await?));
@@ -262,6 +283,9 @@ async fn run(
     };
 
     println!("{}", report::table(&taskline, bullmq.as_ref()));
+    if let Some(report) = &cluster_report {
+        println!("{}", cluster::table(report));
+    }
     if let Some(note) = &peer_note {
         println!("BullMQ: skipped: {note}");
     }

@@ -21,10 +21,9 @@
   Errors: JOB_NOT_FOUND (no such job), LEASE_LOST (any token or state but
   the active lease); nothing is written then.
 ]]
--- @include "clock"
 -- @include "events"
--- @include "fence"
 -- @include "running"
-local prefix, id, checkpoint = ARGV[1], ARGV[3], ARGV[5]
-return write_running(KEYS[1], tonumber(ARGV[2]), prefix .. 'job:' .. id, id, ARGV[4],
-  'checkpoint', checkpoint, 'checkpoint', {'bytes', string.len(checkpoint)})
+local prefix, checkpoint = ARGV[1], ARGV[5]
+local log = event_log(prefix, KEYS[1], tonumber(ARGV[2]))
+return write_running(prefix, log, ARGV[3], ARGV[4], 'checkpoint', checkpoint, 'checkpoint',
+  {'bytes', string.len(checkpoint)})

@@ -27,17 +27,12 @@
   Errors: none.
 ]]
 -- @include "clock"
--- @include "fields"
 -- @include "events"
--- @include "ready"
--- @include "active"
--- @include "flow"
--- @include "groups"
 -- @include "claim_jobs"
-local k = {meta = KEYS[1], delayed = KEYS[2], active = KEYS[3], levels = KEYS[4], events = KEYS[5]}
+local k = {meta = KEYS[1], delayed = KEYS[2], active = KEYS[3], levels = KEYS[4]}
 local prefix = ARGV[1]
-local cap = tonumber(ARGV[2])
+local log = event_log(prefix, KEYS[5], tonumber(ARGV[2]))
 -- The reply alone (claim_jobs also returns the ids and tokens it leased).
 local reply = claim_jobs(prefix, k, now_ms(), tonumber(ARGV[3]), tonumber(ARGV[4]),
-  ARGV[5], ARGV[6], tonumber(ARGV[7]), cap, true)
+  ARGV[5], ARGV[6], tonumber(ARGV[7]), log, true)
 return reply

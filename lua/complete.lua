@@ -70,20 +70,19 @@
   Errors: none for a job's state; each completion has its own status.
 ]]
 -- @include "clock"
--- @include "fields"
+-- @include "numbers"
+-- @include "keys"
 -- @include "events"
 -- @include "ready"
--- @include "active"
 -- @include "flow"
 -- @include "groups"
 -- @include "fence"
 -- @include "finish"
 -- @include "claim_jobs"
-local k = {meta = KEYS[1], delayed = KEYS[2], active = KEYS[3], levels = KEYS[4],
-  events = KEYS[5]}
+local k = {meta = KEYS[1], delayed = KEYS[2], active = KEYS[3], levels = KEYS[4]}
 local completed_key = KEYS[6]
 local prefix = ARGV[1]
-local cap = tonumber(ARGV[2])
+local log = event_log(prefix, KEYS[5], tonumber(ARGV[2]))
 local keep_last, max_age_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
 local lease_ms, token_prefix, worker = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local promote_limit = tonumber(ARGV[8])
@@ -114,7 +113,7 @@ for j = 0, n - 1 do
   local id = ARGV[a + 1]
   -- Every field named here, so the table is sized once, not grown.
   local e = {id = id, token = ARGV[a + 2], result = ARGV[a + 3],
-    want = tonumber(ARGV[a + 4]) or 0, job_key = prefix .. 'job:' .. id, status = false,
+    want = tonumber(ARGV[a + 4]) or 0, job_key = key_job(prefix, id), status = false,
     f = NO_FIELDS, duplicate = false}
   if seen[e.id] then
     -- The same job twice in one batch: the first entry decides.
@@ -124,7 +123,7 @@ for j = 0, n - 1 do
   else
     seen[e.id] = true
     -- e.f: the fence's HMGET reply, read through F_* (includes/fence).
-    e.status, e.f = check_fence_fields(e.job_key, e.id, e.token, COMPLETED, COMPLETION_FIELDS)
+    e.status, e.f = check_fence_fields(prefix, e.job_key, e.id, e.token, COMPLETED, COMPLETION_FIELDS)
   end
   if e.status == 'ok' then
     done = done + 1
@@ -156,7 +155,7 @@ end
 local claimed, leased, tokens = {0, -1, now, 0, ''}, {}, {}
 if wanted > 0 then
   claimed, leased, tokens = claim_jobs(prefix, k, now, wanted, lease_ms, token_prefix, worker,
-    promote_limit, cap, false)
+    promote_limit, log, false)
 end
 local handed_out = 0
 -- Records handed back to resends, and one status, k pair per completion.
@@ -173,12 +172,12 @@ local function hand_back(e)
   local count = 0
   for w = 1, #words - 1, 2 do
     local next_token, next_id = words[w], words[w + 1]
-    local next_key = prefix .. 'job:' .. next_id
+    local next_key = key_job(prefix, next_id)
     local f = read_record_fields(next_key)
-    local held = redis.call('HMGET', next_key, 'lease_token', 'attempt')
+    local held_by = redis.call('HGET', next_key, 'lease_token')
     local deadline = redis.call('ZSCORE', k.active, next_id)
-    if f[12] == 'active' and held[1] == next_token and deadline then
-      append_record(back, f, next_id, next_token, tonumber(held[2]), tonumber(deadline))
+    if f[R_STATE] == 'active' and held_by == next_token and deadline then
+      append_record(back, f, next_id, next_token, tonumber(f[R_ATTEMPT]), tonumber(deadline))
       count = count + 1
     end
   end
@@ -229,7 +228,7 @@ for _, e in ipairs(entries) do
 end
 
 -- One `completed` entry for the jobs of this call.
-emit_jobs(k.events, cap, 'completed', nil, done_ids, done_names, done_attempts, done_cids)
+emit_jobs(log, 'completed', nil, done_ids, done_names, done_attempts, done_cids)
 
 if completed_now > 0 then
   local completions = redis.call('HINCRBY', k.meta, 'completed', int_text(completed_now))
@@ -243,7 +242,7 @@ if completed_now > 0 then
     for _, e in ipairs(entries) do
       if e.status == 'ok' then
         redis.call('DEL', e.job_key)
-        redis.call('SET', prefix .. 'done:' .. e.id, e.token, 'PX', DONE_MARKER_MS)
+        redis.call('SET', key_done(prefix, e.id), e.token, 'PX', DONE_MARKER_MS)
       end
     end
   else
@@ -254,7 +253,7 @@ if completed_now > 0 then
       local keys, old_ids = {}, {}
       for _, old in ipairs(ids) do
         if not seen[old] then
-          keys[#keys + 1] = prefix .. 'job:' .. old
+          keys[#keys + 1] = key_job(prefix, old)
           old_ids[#old_ids + 1] = old
         end
       end

@@ -25,19 +25,19 @@
   again), else 0.
   Errors: none.
 ]]
--- @include "fields"
+-- @include "keys"
 -- @include "events"
 -- @include "ready"
 -- @include "groups"
 -- @include "finish"
-local meta_key, levels_key, events_key = KEYS[1], KEYS[2], KEYS[3]
+local meta_key, levels_key = KEYS[1], KEYS[2]
 local prefix = ARGV[1]
-local cap = tonumber(ARGV[2])
+local log = event_log(prefix, KEYS[3], tonumber(ARGV[2]))
 local batch = tonumber(ARGV[3])
 
 local drained, skipped = 0, 0
 for _, id in ipairs(pop_ready(prefix, levels_key, batch)) do
-  local job_key = prefix .. 'job:' .. id
+  local job_key = key_job(prefix, id)
   local f = redis.call('HMGET', job_key, 'state', 'name', 'attempt', 'correlation_id',
     'unique_key', 'unique_mode', 'group')
   if f[1] == 'ready' then
@@ -46,7 +46,7 @@ for _, id in ipairs(pop_ready(prefix, levels_key, batch)) do
     group_leave(prefix, levels_key, f[7])
     release_unique(prefix, id, f[5], f[6])
     redis.call('DEL', job_key)
-    emit(events_key, cap, 'drained', id, f[2], f[3] or 0, f[4], nil)
+    emit(log, 'drained', id, f[2], f[3] or 0, f[4], nil)
     drained = drained + 1
   else
     skipped = skipped + 1

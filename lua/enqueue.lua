@@ -56,15 +56,16 @@
   Errors: none; arguments are validated by the client.
 ]]
 -- @include "clock"
+-- @include "numbers"
+-- @include "keys"
 -- @include "events"
 -- @include "ready"
 -- @include "groups"
 local meta_key = KEYS[1]
 local delayed_key = KEYS[2]
 local levels_key = KEYS[3]
-local events_key = KEYS[4]
 local prefix = ARGV[1]
-local cap = tonumber(ARGV[2])
+local log = event_log(prefix, KEYS[4], tonumber(ARGV[2]))
 local n = tonumber(ARGV[3])
 local FIXED = 7
 -- Shared by the jobs that set no option (most): read, never written.
@@ -108,11 +109,11 @@ for _ = 1, n do
   end
   a = a + FIXED + 2 * k
   local unique_key, group = o.unique_key or '', o.group or ''
-  local job_key = prefix .. 'job:' .. id
+  local job_key = key_job(prefix, id)
 
   local holder = nil
   if unique_key ~= '' then
-    holder = redis.call('GET', prefix .. 'unique:' .. unique_key)
+    holder = redis.call('GET', key_unique(prefix, unique_key))
   end
   if not fresh and redis.call('EXISTS', job_key) == 1 then
     reply[#reply + 1] = 'duplicate_id'
@@ -122,7 +123,7 @@ for _ = 1, n do
     reply[#reply + 1] = holder
   else
     if unique_key ~= '' then
-      redis.call('SET', prefix .. 'unique:' .. unique_key, id, 'PX', o.unique_ttl_ms or '1')
+      redis.call('SET', key_unique(prefix, unique_key), id, 'PX', o.unique_ttl_ms or '1')
     end
     local due = now + (tonumber(o.delay_ms) or 0)
     local run_at_ms = tonumber(o.run_at_ms) or 0
@@ -175,7 +176,7 @@ end
 flush_pending()
 for _, state in ipairs({'ready', 'delayed'}) do
   local listed = enqueued[state]
-  emit_jobs(events_key, cap, 'enqueued', {'state', state, 'attempt', '0'}, listed.ids, listed.names, nil,
+  emit_jobs(log, 'enqueued', {'state', state, 'attempt', '0'}, listed.ids, listed.names, nil,
     listed.cids)
 end
 if created > 0 then

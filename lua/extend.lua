@@ -18,6 +18,7 @@
   Errors: none.
 ]]
 -- @include "clock"
+-- @include "keys"
 local active_key = KEYS[1]
 local prefix = ARGV[1]
 local lease_ms = tonumber(ARGV[2])
@@ -27,7 +28,7 @@ local pair = 0
 for i = 3, #ARGV, 2 do
   pair = pair + 1
   local id, token = ARGV[i], ARGV[i + 1]
-  local f = redis.call('HMGET', prefix .. 'job:' .. id, 'state', 'lease_token')
+  local f = redis.call('HMGET', key_job(prefix, id), 'state', 'lease_token')
   if f[1] == 'active' and f[2] == token then
     redis.call('ZADD', active_key, 'XX', deadline, id)
   else

@@ -37,24 +37,22 @@
   Errors: JOB_NOT_FOUND, LEASE_LOST (see complete.lua).
 ]]
 -- @include "clock"
--- @include "fields"
+-- @include "keys"
 -- @include "events"
 -- @include "ready"
--- @include "active"
 -- @include "flow"
 -- @include "groups"
 -- @include "fence"
 -- @include "finish"
-local meta_key, active_key, delayed_key, dead_key, events_key, levels_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local meta_key, active_key, delayed_key, dead_key, levels_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[6]
 local prefix = ARGV[1]
-local cap = tonumber(ARGV[2])
+local log = event_log(prefix, KEYS[5], tonumber(ARGV[2]))
 local id, token, kind, reason, message = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local retry_delay_ms = tonumber(ARGV[8])
 local default_max_attempts = tonumber(ARGV[9])
 
-local job_key = prefix .. 'job:' .. id
-local status, job = fence(job_key, id, token, {retrying = true, dead = true})
+local job_key = key_job(prefix, id)
+local status, job = fence(prefix, job_key, id, token, {retrying = true, dead = true})
 if status == 'already' then
   if job.outcome == 'dead' then
     local f = redis.call('HMGET', job_key, 'died_at', 'dead_reason')
@@ -70,7 +68,7 @@ unblock(prefix)
 record_error(job_key, {attempt = job.attempt, kind = kind, message = message,
   worker = job.worker or '', at = now})
 
-emit(events_key, cap, 'failed', id, job.name, job.attempt, job.correlation_id,
+emit(log, 'failed', id, job.name, job.attempt, job.correlation_id,
   {'kind', kind, 'error', message})
 if job.max_attempts < 1 then job.max_attempts = default_max_attempts end
 if kind == 'permanent' or job.attempt >= job.max_attempts then
@@ -79,7 +77,7 @@ if kind == 'permanent' or job.attempt >= job.max_attempts then
   else
     reason = 'attempts_exhausted'
   end
-  bury(prefix, meta_key, dead_key, events_key, id, job, now, reason, 'dead', cap)
+  bury(prefix, meta_key, dead_key, log, id, job, now, reason, 'dead')
   return {'dead', now, reason}
 end
 
@@ -87,6 +85,6 @@ local due = now + retry_delay_ms
 schedule(prefix, delayed_key, id, due)
 redis.call('HSET', job_key, 'state', 'delayed', 'outcome', 'retrying', 'due_at', due)
 redis.call('HINCRBY', meta_key, 'retried', 1)
-emit(events_key, cap, 'retrying', id, job.name, job.attempt, job.correlation_id,
+emit(log, 'retrying', id, job.name, job.attempt, job.correlation_id,
   {'due_at', due, 'error', message})
 return {'retrying', due, ''}

@@ -24,15 +24,13 @@
   Errors: JOB_NOT_FOUND (no such job), LEASE_LOST (any token or state but
   the active lease); nothing is written then.
 ]]
--- @include "clock"
 -- @include "events"
--- @include "fence"
 -- @include "running"
 local extra = {'done', ARGV[6], 'total', ARGV[7], 'unit', ARGV[8]}
 if ARGV[9] ~= '' then
   extra[#extra + 1] = 'message'
   extra[#extra + 1] = ARGV[9]
 end
-local prefix, id = ARGV[1], ARGV[3]
-return write_running(KEYS[1], tonumber(ARGV[2]), prefix .. 'job:' .. id, id, ARGV[4],
-  'progress', ARGV[5], 'progress', extra)
+local prefix = ARGV[1]
+local log = event_log(prefix, KEYS[1], tonumber(ARGV[2]))
+return write_running(prefix, log, ARGV[3], ARGV[4], 'progress', ARGV[5], 'progress', extra)

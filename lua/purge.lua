@@ -22,21 +22,22 @@
   were left alone.
   Errors: none.
 ]]
+-- @include "keys"
 -- @include "events"
-local meta_key, dead_key, events_key = KEYS[1], KEYS[2], KEYS[3]
+local meta_key, dead_key = KEYS[1], KEYS[2]
 local prefix = ARGV[1]
-local cap = tonumber(ARGV[2])
+local log = event_log(prefix, KEYS[3], tonumber(ARGV[2]))
 
 local reply = {0}
 for i = 3, #ARGV do
   local id = ARGV[i]
-  local job_key = prefix .. 'job:' .. id
+  local job_key = key_job(prefix, id)
   local f = redis.call('HMGET', job_key, 'state', 'name', 'attempt', 'correlation_id')
   local in_dlq = redis.call('ZSCORE', dead_key, id)
   if in_dlq and (f[1] == 'dead' or not f[1]) then
     redis.call('ZREM', dead_key, id)
     redis.call('DEL', job_key)
-    emit(events_key, cap, 'purged', id, f[2], f[3] or 0, f[4], nil)
+    emit(log, 'purged', id, f[2], f[3] or 0, f[4], nil)
     reply[1] = reply[1] + 1
   else
     reply[#reply + 1] = id

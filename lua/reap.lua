@@ -38,17 +38,15 @@
   Errors: none.
 ]]
 -- @include "clock"
--- @include "fields"
+-- @include "keys"
 -- @include "events"
 -- @include "ready"
--- @include "active"
 -- @include "flow"
 -- @include "groups"
 -- @include "finish"
-local meta_key, active_key, delayed_key, dead_key, levels_key, events_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local meta_key, active_key, delayed_key, dead_key, levels_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix = ARGV[1]
-local cap = tonumber(ARGV[2])
+local log = event_log(prefix, KEYS[6], tonumber(ARGV[2]))
 local limit = tonumber(ARGV[3])
 local retry_delay_ms = tonumber(ARGV[4])
 local default_max_attempts = tonumber(ARGV[5])
@@ -60,7 +58,7 @@ if cutoff_ms > 0 and cutoff_ms < now then cutoff = cutoff_ms end
 local expired = redis.call('ZRANGEBYSCORE', active_key, '-inf', '(' .. cutoff, 'LIMIT', 0, limit)
 local reply = {0, 0, now}
 for _, id in ipairs(expired) do
-  local job_key = prefix .. 'job:' .. id
+  local job_key = key_job(prefix, id)
   redis.call('ZREM', active_key, id)
   local f = redis.call('HMGET', job_key, 'state', 'attempt', 'max_attempts', 'name',
     'correlation_id', 'priority', 'unique_key', 'unique_mode', 'worker', 'group')
@@ -76,8 +74,7 @@ for _, id in ipairs(expired) do
       group_leave(prefix, levels_key, job.group)
     end
     if job.attempt >= job.max_attempts then
-      bury(prefix, meta_key, dead_key, events_key, id, job, now, 'attempts_exhausted',
-        'expired', cap)
+      bury(prefix, meta_key, dead_key, log, id, job, now, 'attempts_exhausted', 'expired')
       reply[2] = reply[2] + 1
     else
       redis.call('HSET', job_key, 'outcome', 'expired')
@@ -90,7 +87,7 @@ for _, id in ipairs(expired) do
         push_ready(prefix, levels_key, id, job.priority, true)
       end
       redis.call('HINCRBY', meta_key, 'retried', 1)
-      emit(events_key, cap, 'lease_expired', id, job.name, job.attempt, job.correlation_id,
+      emit(log, 'lease_expired', id, job.name, job.attempt, job.correlation_id,
         {'worker', job.worker or ''})
       reply[1] = reply[1] + 1
     end
@@ -98,7 +95,7 @@ for _, id in ipairs(expired) do
   else
     -- An id in `active` whose hash is missing or not active: a structure
     -- pointing at nothing runnable. Dropping the entry loses no job.
-    emit(events_key, cap, 'orphan', id, f[4] or '', 0, '', {'from', 'active'})
+    emit(log, 'orphan', id, f[4] or '', 0, '', {'from', 'active'})
   end
 end
 if #expired > 0 then

@@ -33,22 +33,21 @@
   Errors: JOB_NOT_FOUND, LEASE_LOST (see complete.lua).
 ]]
 -- @include "clock"
+-- @include "keys"
 -- @include "fields"
 -- @include "events"
 -- @include "ready"
--- @include "active"
 -- @include "flow"
 -- @include "groups"
 -- @include "fence"
-local meta_key, active_key, delayed_key, levels_key, events_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local meta_key, active_key, delayed_key, levels_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix = ARGV[1]
-local cap = tonumber(ARGV[2])
+local log = event_log(prefix, KEYS[5], tonumber(ARGV[2]))
 local id, token, delay_ms = ARGV[3], ARGV[4], tonumber(ARGV[5])
 local reason, hold_ms = ARGV[6], tonumber(ARGV[7])
 
-local job_key = prefix .. 'job:' .. id
-local status, job = fence(job_key, id, token, {released = true})
+local job_key = key_job(prefix, id)
+local status, job = fence(prefix, job_key, id, token, {released = true})
 if status == 'already' then
   return {'already', tonumber(redis.call('HGET', job_key, 'releases')) or 0}
 end
@@ -80,6 +79,6 @@ else
 end
 redis.call('HINCRBY', meta_key, 'released', 1)
 unblock(prefix)
-emit(events_key, cap, 'released', id, job.name, job.attempt - 1, job.correlation_id,
+emit(log, 'released', id, job.name, job.attempt - 1, job.correlation_id,
   {'delay_ms', delay_ms, 'reason', reason})
 return {'released', releases}

@@ -60,14 +60,14 @@
   Errors: none.
 ]]
 -- @include "clock"
+-- @include "keys"
 -- @include "events"
 -- @include "ready"
--- @include "active"
 -- @include "groups"
-local meta_key, levels_key, delayed_key, active_key, completed_key, dead_key, events_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local meta_key, levels_key, delayed_key, active_key, completed_key, dead_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local prefix = ARGV[1]
-local cap = tonumber(ARGV[2])
+local log = event_log(prefix, KEYS[7], tonumber(ARGV[2]))
 local action, target, place = ARGV[3], ARGV[4], ARGV[5]
 
 local now = now_ms()
@@ -80,7 +80,7 @@ local function ready_lists()
     level = tostring(level)
     if not seen[level] then
       seen[level] = true
-      lists[#lists + 1] = prefix .. 'ready:' .. level
+      lists[#lists + 1] = key_ready(prefix, level)
     end
   end
   for level = 0, 9 do add(level) end
@@ -95,7 +95,7 @@ local function places_of(id, group)
   for _, list_key in ipairs(ready_lists()) do
     if redis.call('LPOS', list_key, id) then found[#found + 1] = 'ready' end
   end
-  if group and group ~= '' and redis.call('LPOS', prefix .. 'gwait:' .. group, id) then
+  if group and group ~= '' and redis.call('LPOS', key_gwait(prefix, group), id) then
     found[#found + 1] = 'ready'
   end
   for name, key in pairs(zsets) do
@@ -117,7 +117,7 @@ local function done(detail)
 end
 
 local function relist(id)
-  local job_key = prefix .. 'job:' .. id
+  local job_key = key_job(prefix, id)
   local f = redis.call('HMGET', job_key, 'state', 'priority', 'due_at', 'finished_at', 'died_at', 'name',
     'attempt', 'correlation_id', 'group', 'group_max')
   if not f[1] then return {'skipped', 'the job hash no longer exists'} end
@@ -147,12 +147,12 @@ local function relist(id)
   else
     return {'skipped', 'state ' .. string.format('%q', state) .. ' names no structure'}
   end
-  emit(events_key, cap, 'repaired', id, f[6], tonumber(f[7]) or 0, f[8], {'action', 'relisted', 'to', state})
+  emit(log, 'repaired', id, f[6], tonumber(f[7]) or 0, f[8], {'action', 'relisted', 'to', state})
   return done(detail)
 end
 
 local function drop_missing(id)
-  if redis.call('EXISTS', prefix .. 'job:' .. id) == 1 then
+  if redis.call('EXISTS', key_job(prefix, id)) == 1 then
     return {'skipped', 'the job hash exists again'}
   end
   local removed = 0
@@ -160,8 +160,8 @@ local function drop_missing(id)
     for _, list_key in ipairs(ready_lists()) do
       removed = removed + redis.call('LREM', list_key, 0, id)
     end
-    for _, group in ipairs(redis.call('HKEYS', prefix .. 'groups')) do
-      removed = removed + redis.call('LREM', prefix .. 'gwait:' .. group, 0, id)
+    for _, group in ipairs(redis.call('HKEYS', key_groups(prefix))) do
+      removed = removed + redis.call('LREM', key_gwait(prefix, group), 0, id)
     end
   elseif zsets[place] then
     removed = redis.call('ZREM', zsets[place], id)
@@ -169,7 +169,7 @@ local function drop_missing(id)
     return {'skipped', 'unknown place ' .. string.format('%q', place)}
   end
   if removed == 0 then return {'skipped', place .. ' no longer lists the job'} end
-  emit(events_key, cap, 'orphan', id, '', 0, '', {'from', place})
+  emit(log, 'orphan', id, '', 0, '', {'from', place})
   return done('removed from ' .. place)
 end
 
@@ -177,7 +177,7 @@ local function show_level(level)
   local score = tonumber(level)
   if not score then return {'skipped', 'level ' .. string.format('%q', level) .. ' is not a number'} end
   if redis.call('ZSCORE', levels_key, level) then return {'skipped', 'the level is in levels again'} end
-  if redis.call('LLEN', prefix .. 'ready:' .. level) == 0 then
+  if redis.call('LLEN', key_ready(prefix, level)) == 0 then
     return {'skipped', 'the ready list is empty now'}
   end
   redis.call('ZADD', levels_key, score, level)
@@ -186,7 +186,7 @@ local function show_level(level)
 end
 
 local function restate(id)
-  local job_key = prefix .. 'job:' .. id
+  local job_key = key_job(prefix, id)
   local f = redis.call('HMGET', job_key, 'state', 'name', 'attempt', 'correlation_id', 'group')
   if not f[1] then return {'skipped', 'the job hash no longer exists'} end
   local found = places_of(id, f[5])
@@ -198,7 +198,7 @@ local function restate(id)
   if place == 'delayed' then
     redis.call('HSET', job_key, 'due_at', redis.call('ZSCORE', delayed_key, id))
   end
-  emit(events_key, cap, 'repaired', id, f[2], tonumber(f[3]) or 0, f[4],
+  emit(log, 'repaired', id, f[2], tonumber(f[3]) or 0, f[4],
     {'action', 'restated', 'from', f[1], 'to', place})
   return done('state ' .. string.format('%q', f[1]) .. ' set to ' .. place)
 end
@@ -209,7 +209,7 @@ local function count_holders(group)
   local holders = 0
   local function tally(ids, state)
     for _, id in ipairs(ids) do
-      local f = redis.call('HMGET', prefix .. 'job:' .. id, 'state', 'group')
+      local f = redis.call('HMGET', key_job(prefix, id), 'state', 'group')
       if f[1] == state and f[2] == group then holders = holders + 1 end
     end
   end
@@ -219,17 +219,17 @@ local function count_holders(group)
 end
 
 local function recount(group)
-  local groups_key = prefix .. 'groups'
+  local groups_key = key_groups(prefix)
   local recorded = tonumber(redis.call('HGET', groups_key, group)) or 0
   local holders = count_holders(group)
   if holders == recorded then return {'skipped', 'the slot count agrees now'} end
   -- Freed slots go to waiting jobs of the group, within its limit.
-  local waiting_key = prefix .. 'gwait:' .. group
+  local waiting_key = key_gwait(prefix, group)
   local handed = 0
   while true do
     local next_id = redis.call('LINDEX', waiting_key, -1)
     if not next_id then break end
-    local w = redis.call('HMGET', prefix .. 'job:' .. next_id, 'priority', 'group_max')
+    local w = redis.call('HMGET', key_job(prefix, next_id), 'priority', 'group_max')
     if w[1] and holders >= (tonumber(w[2]) or 1) then break end
     redis.call('RPOP', waiting_key)
     if w[1] then

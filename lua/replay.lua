@@ -21,19 +21,19 @@
   Errors: none.
 ]]
 -- @include "clock"
+-- @include "keys"
 -- @include "fields"
 -- @include "events"
--- @include "ready"
 -- @include "groups"
-local meta_key, dead_key, levels_key, events_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local meta_key, dead_key, levels_key = KEYS[1], KEYS[2], KEYS[3]
 local prefix = ARGV[1]
-local cap = tonumber(ARGV[2])
+local log = event_log(prefix, KEYS[4], tonumber(ARGV[2]))
 
 local now = now_ms()
 local reply = {0}
 for i = 3, #ARGV do
   local id = ARGV[i]
-  local job_key = prefix .. 'job:' .. id
+  local job_key = key_job(prefix, id)
   local f = redis.call('HMGET', job_key, 'state', 'priority', 'dead_reason', 'name',
     'correlation_id', 'group', 'group_max')
   if f[1] == 'dead' and redis.call('ZREM', dead_key, id) == 1 then
@@ -42,7 +42,7 @@ for i = 3, #ARGV do
     redis.call('HDEL', job_key, 'dead_reason', 'died_at', 'finished_at')
     bump(job_key, 'replays', 1)
     make_ready(prefix, levels_key, id, f[2] or '0', f[6], f[7])
-    emit(events_key, cap, 'replayed', id, f[4], 0, f[5], nil)
+    emit(log, 'replayed', id, f[4], 0, f[5], nil)
     reply[1] = reply[1] + 1
   else
     reply[#reply + 1] = id

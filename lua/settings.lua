@@ -26,8 +26,8 @@
   Errors: BAD_SETTING when a field does not belong to the source (nothing
   is written).
 ]]
+-- @include "keys"
 -- @include "ready"
--- @include "active"
 -- @include "flow"
 local meta_key = KEYS[1]
 local prefix, source = ARGV[1], ARGV[2]
@@ -52,6 +52,6 @@ for i = 3, #ARGV, 2 do
   end
 end
 local flow = read_flow(meta_key)
-if flow.rate_max <= 0 then redis.call('DEL', prefix .. 'rate') end
+if flow.rate_max <= 0 then redis.call('DEL', key_rate(prefix)) end
 signal_ready(prefix)
 return {flow.rate_max, flow.rate_period_ms, flow.concurrency, flow.share_every}

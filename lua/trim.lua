@@ -20,6 +20,7 @@
   Errors: none.
 ]]
 -- @include "clock"
+-- @include "keys"
 local completed_key = KEYS[1]
 local prefix = ARGV[1]
 local keep_last, max_age_ms, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -27,7 +28,7 @@ local keep_last, max_age_ms, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonum
 local function remove(ids)
   if #ids == 0 then return 0 end
   local keys = {}
-  for i, id in ipairs(ids) do keys[i] = prefix .. 'job:' .. id end
+  for i, id in ipairs(ids) do keys[i] = key_job(prefix, id) end
   redis.call('DEL', unpack(keys))
   redis.call('ZREM', completed_key, unpack(ids))
   return #ids

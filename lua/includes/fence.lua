@@ -1,7 +1,9 @@
 --[[
   include fence: ownership check shared by every outcome script.
 
-  check_fence(job_key, id, token, outcomes) -> status, job, detail
+  check_fence(base, job_key, id, token, outcomes) -> status, job, detail
+    base is the queue's key base (ARGV[1]) and job_key = key_job(base, id),
+    which every caller has built already.
     status 'ok'         the token holds the job's current lease: go ahead.
     status 'already'    this token's attempt already ended with one of
                         `outcomes` (a set: outcome -> true): the caller is
@@ -15,19 +17,21 @@
                         unique_key, unique_mode, outcome, worker, group.
     It writes nothing, so a batch (complete.lua) can check every job and
     answer each one without aborting the others.
-  check_fence_fields(job_key, id, token, outcomes, count) -> status, f, detail
+  check_fence_fields(base, job_key, id, token, outcomes, count) -> status, f, detail
     The same, but `f` is the HMGET reply itself (an array; empty when the
     job has no hash), read through the F_* positions below: no table is
     built per job, which matters where a batch fences many (complete.lua).
     Only the first `count` fields of FENCE_FIELDS are read (all when nil);
     COMPLETION_FIELDS are the ones a completion uses.
-  fence(job_key, id, token, outcomes) -> status, job
+  fence(base, job_key, id, token, outcomes) -> status, job
     The same for one job, raising JOB_NOT_FOUND or LEASE_LOST instead of
     returning them; nothing has been written when it raises.
   A job completed with retention keep_last = 0 has no hash, only a
-  short-lived marker <prefix>done:<id> holding the completing token, so a
+  short-lived marker key_done(base, id) holding the completing token, so a
   resent complete is still answered 'already'.
 ]]
+-- @include "keys"
+
 -- The fields a fence reads, at the F_* positions: those a completion uses
 -- first, so that it reads no more (each field read costs, per job; up to
 -- 8 also saves growing the reply table once more). `outcome` matters only
@@ -40,11 +44,11 @@ local F_UNIQUE_MODE, F_GROUP, F_OUTCOME, F_MAX_ATTEMPTS, F_PRIORITY, F_WORKER =
 local COMPLETION_FIELDS = 8
 local NO_FIELDS = {}
 
-local function check_fence_fields(job_key, id, token, outcomes, count)
+local function check_fence_fields(base, job_key, id, token, outcomes, count)
   local f = redis.call('HMGET', job_key, unpack(FENCE_FIELDS, 1, count or #FENCE_FIELDS))
   local state = f[F_STATE]
   if not state then
-    local done_by = redis.call('GET', string.sub(job_key, 1, -#id - 5) .. 'done:' .. id)
+    local done_by = redis.call('GET', key_done(base, id))
     if done_by and done_by == token then
       if outcomes.completed then return 'already', NO_FIELDS end
       return 'lease_lost', NO_FIELDS, 'job ' .. id .. ' was completed by this token'
@@ -60,8 +64,8 @@ local function check_fence_fields(job_key, id, token, outcomes, count)
   return 'lease_lost', f, 'job ' .. id .. ' is ' .. state .. ' and not leased by this token'
 end
 
-local function check_fence(job_key, id, token, outcomes)
-  local status, f, detail = check_fence_fields(job_key, id, token, outcomes)
+local function check_fence(base, job_key, id, token, outcomes)
+  local status, f, detail = check_fence_fields(base, job_key, id, token, outcomes)
   if not f[F_STATE] then return status, {}, detail end
   local job = {state = f[F_STATE], outcome = f[F_OUTCOME],
     attempt = tonumber(f[F_ATTEMPT]) or 0, max_attempts = tonumber(f[F_MAX_ATTEMPTS]) or 0,
@@ -71,8 +75,8 @@ local function check_fence(job_key, id, token, outcomes)
   return status, job, detail
 end
 
-local function fence(job_key, id, token, outcomes)
-  local status, job, detail = check_fence(job_key, id, token, outcomes)
+local function fence(base, job_key, id, token, outcomes)
+  local status, job, detail = check_fence(base, job_key, id, token, outcomes)
   if status == 'not_found' then error({err = 'JOB_NOT_FOUND ' .. detail}) end
   if status == 'lease_lost' then error({err = 'LEASE_LOST ' .. detail}) end
   return status, job

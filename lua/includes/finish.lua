@@ -9,17 +9,21 @@
     Appends one attempt's error to the job's history: field `errors` counts
     the entries, field `error:<n>` holds entry n as JSON. The history is
     never rewritten, so a dead job keeps every attempt's story.
-  bury(prefix, meta_key, dead_key, events_key, id, job, now, reason, outcome, cap)
+  bury(prefix, meta_key, dead_key, log, id, job, now, reason, outcome)
     Moves a job (already removed from its previous structure) to the dead
     letter zset, score = time of death, with its reason. `outcome` records
     how the attempt ended: 'dead' when its owner failed it (a resend of that
     fail is then recognized), 'expired' when the reaper took it (the lost
     owner's later calls are then LEASE_LOST). Dead letters are never trimmed
-    automatically.
+    automatically. `log` is the script's event log (includes/events).
 ]]
+-- @include "keys"
+-- @include "fields"
+-- @include "events"
+
 local function release_unique(prefix, id, unique_key, unique_mode)
   if unique_key and unique_key ~= '' and unique_mode == 'until_finished' then
-    local lock_key = prefix .. 'unique:' .. unique_key
+    local lock_key = key_unique(prefix, unique_key)
     if redis.call('GET', lock_key) == id then
       redis.call('DEL', lock_key)
     end
@@ -31,13 +35,13 @@ local function record_error(job_key, entry)
   redis.call('HSET', job_key, 'error:' .. n, cjson.encode(entry))
 end
 
-local function bury(prefix, meta_key, dead_key, events_key, id, job, now, reason, outcome, cap)
-  local job_key = prefix .. 'job:' .. id
+local function bury(prefix, meta_key, dead_key, log, id, job, now, reason, outcome)
+  local job_key = key_job(prefix, id)
   redis.call('ZADD', dead_key, now, id)
   redis.call('HSET', job_key, 'state', 'dead', 'outcome', outcome, 'dead_reason', reason,
     'died_at', now, 'finished_at', now)
   redis.call('HINCRBY', meta_key, 'dead', 1)
   release_unique(prefix, id, job.unique_key, job.unique_mode)
-  emit(events_key, cap, 'dead', id, job.name, job.attempt, job.correlation_id,
+  emit(log, 'dead', id, job.name, job.attempt, job.correlation_id,
     {'reason', reason})
 end

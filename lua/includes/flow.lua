@@ -20,14 +20,14 @@
                                handler reports that the queue's upstream is
                                rate limiting (release.lua).
     paused                     '1' = no claims at all.
-  Starts are logged in <prefix>rate, a zset of lease tokens scored by start
-  time on the server clock. The window slides: no rate_period_ms-long
-  window ever holds more than rate_max starts, not only aligned ones. The
-  log holds at most rate_max entries.
+  Starts are logged in the queue's `rate` key (includes/keys), a zset of
+  lease tokens scored by start time on the server clock. The window
+  slides: no rate_period_ms-long window ever holds more than rate_max
+  starts, not only aligned ones. The log holds at most rate_max entries.
   A claim cut short by global concurrency while ready jobs wait leaves the
-  marker <prefix>blocked; the next attempt that ends (unblock) deletes it
-  and wakes one idle worker, so waiting workers neither poll nor sleep
-  through a freed slot.
+  marker `blocked` (mark_blocked); the next attempt that ends (unblock)
+  deletes it and wakes one idle worker, so waiting workers neither poll
+  nor sleep through a freed slot.
 
   read_flow(meta_key) -> flow: {paused, rate_max, rate_period_ms,
     concurrency, share_every, hold_until} (numbers; 0 = unset). One HMGET.
@@ -42,7 +42,14 @@
   unblock(prefix)
     Called when an attempt ends (a slot of the queue is free): wakes one
     idle worker if a claim was held back by global concurrency.
+  mark_blocked(prefix)
+    Leaves the marker that a claim was held back by global concurrency
+    while jobs wait (for BLOCKED_MARKER_MS, a backstop: unblock deletes it).
 ]]
+-- @include "keys"
+-- @include "ready"
+-- @include "active"
+
 local BLOCKED_MARKER_MS = 600000
 
 local function read_flow(meta_key)
@@ -71,7 +78,7 @@ local function admit(prefix, k, flow, now, count)
     end
   end
   if flow.rate_max > 0 and allowed > 0 then
-    local log = prefix .. 'rate'
+    local log = key_rate(prefix)
     redis.call('ZREMRANGEBYSCORE', log, '-inf', now - flow.rate_period_ms)
     local free = flow.rate_max - redis.call('ZCARD', log)
     if free < allowed then
@@ -82,21 +89,25 @@ local function admit(prefix, k, flow, now, count)
 end
 
 local function rate_wait(prefix, flow)
-  local oldest = redis.call('ZRANGE', prefix .. 'rate', 0, 0, 'WITHSCORES')
+  local oldest = redis.call('ZRANGE', key_rate(prefix), 0, 0, 'WITHSCORES')
   if oldest[2] then return tonumber(oldest[2]) + flow.rate_period_ms end
   return nil
 end
 
 local function note_starts(prefix, flow, now, tokens)
   if flow.rate_max <= 0 or #tokens == 0 then return nil end
-  local log = prefix .. 'rate'
+  local log = key_rate(prefix)
   zadd_all(log, now, tokens)
   if redis.call('ZCARD', log) >= flow.rate_max then return rate_wait(prefix, flow) end
   return nil
 end
 
 local function unblock(prefix)
-  if redis.call('DEL', prefix .. 'blocked') == 1 then
+  if redis.call('DEL', key_blocked(prefix)) == 1 then
     signal_ready(prefix)
   end
+end
+
+local function mark_blocked(prefix)
+  redis.call('SET', key_blocked(prefix), '1', 'PX', BLOCKED_MARKER_MS)
 end

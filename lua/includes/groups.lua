@@ -30,36 +30,39 @@
     group has a waiting list only while it holds slots, so the groups hash
     names every such list.
 ]]
+-- @include "keys"
+-- @include "ready"
+
 local function make_ready(prefix, levels_key, id, level, group, group_max)
   if not group or group == '' then
     push_ready(prefix, levels_key, id, level, false)
     return
   end
-  local groups_key = prefix .. 'groups'
+  local groups_key = key_groups(prefix)
   local held = tonumber(redis.call('HGET', groups_key, group)) or 0
   if held < (tonumber(group_max) or 1) then
     redis.call('HINCRBY', groups_key, group, 1)
     push_ready(prefix, levels_key, id, level, false)
   else
-    redis.call('LPUSH', prefix .. 'gwait:' .. group, id)
+    redis.call('LPUSH', key_gwait(prefix, group), id)
   end
 end
 
 local function group_leave(prefix, levels_key, group)
   if not group or group == '' then return end
-  local waiting_key = prefix .. 'gwait:' .. group
+  local waiting_key = key_gwait(prefix, group)
   -- Hand the slot to the next waiting job that still exists (an id
   -- without a hash is an orphan entry: drop it and look further).
   while true do
     local next_id = redis.call('RPOP', waiting_key)
     if not next_id then break end
-    local level = redis.call('HGET', prefix .. 'job:' .. next_id, 'priority')
+    local level = redis.call('HGET', key_job(prefix, next_id), 'priority')
     if level then
       push_ready(prefix, levels_key, next_id, level, false)
       return
     end
   end
-  local groups_key = prefix .. 'groups'
+  local groups_key = key_groups(prefix)
   if redis.call('HINCRBY', groups_key, group, -1) <= 0 then
     redis.call('HDEL', groups_key, group)
   end
@@ -67,8 +70,8 @@ end
 
 local function group_waiting_count(prefix)
   local total = 0
-  for _, group in ipairs(redis.call('HKEYS', prefix .. 'groups')) do
-    total = total + redis.call('LLEN', prefix .. 'gwait:' .. group)
+  for _, group in ipairs(redis.call('HKEYS', key_groups(prefix))) do
+    total = total + redis.call('LLEN', key_gwait(prefix, group))
   end
   return total
 end

@@ -40,17 +40,19 @@
     in one ZADD (a no-op for none). Used for the other sorted sets too:
     `completed` and the rate log (`active` has its own: includes/active).
 ]]
+-- @include "keys"
+
 local WAKE_TOKENS = 4
 
 local function signal_ready(prefix)
-  local wake_key = prefix .. 'wake'
+  local wake_key = key_wake(prefix)
   if redis.call('LLEN', wake_key) < WAKE_TOKENS then
     redis.call('LPUSH', wake_key, '1')
   end
 end
 
 local function push_ready(prefix, levels_key, id, level, front)
-  local list_key = prefix .. 'ready:' .. level
+  local list_key = key_ready(prefix, level)
   local len
   if front then
     len = redis.call('RPUSH', list_key, id)
@@ -75,7 +77,7 @@ end
 
 local function push_ready_many(prefix, levels_key, ids, level)
   if #ids == 0 then return end
-  local list_key = prefix .. 'ready:' .. level
+  local list_key = key_ready(prefix, level)
   if redis.call('LPUSH', list_key, unpack(ids)) == #ids then
     redis.call('ZADD', levels_key, level, level)
     signal_ready(prefix)
@@ -92,7 +94,7 @@ end
 -- Pops one id from `levels[i]`'s list; drops a level found empty (from
 -- the zset and from `levels`). Returns the id, or nil if the list was empty.
 local function pop_one(prefix, levels_key, levels, i)
-  local id = redis.call('RPOP', prefix .. 'ready:' .. levels[i])
+  local id = redis.call('RPOP', key_ready(prefix, levels[i]))
   if not id then
     redis.call('ZREM', levels_key, levels[i])
     table.remove(levels, i)
@@ -132,7 +134,7 @@ local function pop_ready(prefix, levels_key, count, share_every, meta_key)
     local need = count - #ids
     if need <= 0 then break end
     -- The count as text: redis.call would format a number with %.17g.
-    local got = redis.call('RPOP', prefix .. 'ready:' .. level, string.format('%d', need))
+    local got = redis.call('RPOP', key_ready(prefix, level), string.format('%d', need))
     if (not got) or #got < need then
       redis.call('ZREM', levels_key, level)
     end
@@ -151,7 +153,7 @@ end
 local function ready_count(prefix, levels_key)
   local total = 0
   for _, level in ipairs(redis.call('ZRANGE', levels_key, 0, -1)) do
-    total = total + redis.call('LLEN', prefix .. 'ready:' .. level)
+    total = total + redis.call('LLEN', key_ready(prefix, level))
   end
   return total
 end

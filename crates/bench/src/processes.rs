@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
-use taskline::NewJob;
+use taskline::keys::QueueKeys;
+use taskline::{NewJob, QueueName};
 
 use crate::fleet::{self, Fleet};
 use crate::redis_stats::{CommandCost, Snapshot, blocked_clients, command_costs, command_times, used_memory};
@@ -261,7 +262,7 @@ impl Bench {
     /// Jobs of `queue` completed since it was created (the counter in its
     /// metadata; retention trims the records, not the counter).
     async fn completed(&mut self, queue: &str) -> Result<u64> {
-        let key = format!("{}:{{{queue}}}:meta", self.client.options().prefix);
+        let key = QueueKeys::new(&self.client.options().prefix, &QueueName::new(queue)?).meta();
         let completed: Option<u64> =
             redis::cmd("HGET").arg(&key).arg("completed").query_async(&mut self.raw).await?;
         Ok(completed.unwrap_or(0))

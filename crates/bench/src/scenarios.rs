@@ -9,7 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
-use taskline::{Client, NewJob};
+use taskline::keys::QueueKeys;
+use taskline::{Client, NewJob, QueueName};
 use taskline_worker::{Config, JobContext, Worker, handler_fn};
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
@@ -232,7 +233,7 @@ impl Bench {
         let before = Snapshot::take(&mut self.raw).await?;
         let started = Instant::now();
         let (shutdown, running) = start(worker);
-        let completed_key = format!("{}:{{{queue}}}:meta", self.client.options().prefix);
+        let completed_key = QueueKeys::new(&self.client.options().prefix, &QueueName::new(&queue)?).meta();
         loop {
             rss.max_kib = rss.max_kib.max(rss_kib());
             let completed: Option<u64> =

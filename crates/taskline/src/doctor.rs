@@ -147,7 +147,7 @@ impl Client {
 
         let levels: BTreeSet<String> =
             redis::cmd("ZRANGE").arg(keys.levels()).arg(0).arg(-1).query_async(&mut conn).await?;
-        for list_key in scan(&conn, &format!("{}ready:*", keys.prefix())).await? {
+        for list_key in scan(&conn, &keys.ready_pattern()).await? {
             let level = list_key.rsplit(':').next().unwrap_or_default().to_string();
             let ids: Vec<String> =
                 redis::cmd("LRANGE").arg(&list_key).arg(0).arg(-1).query_async(&mut conn).await?;
@@ -161,7 +161,7 @@ impl Client {
         // Mutex group jobs waiting for a slot are ready too, in their
         // group's own list; they hold no slot.
         let mut waiting = BTreeSet::new();
-        for list_key in scan(&conn, &format!("{}gwait:*", keys.prefix())).await? {
+        for list_key in scan(&conn, &keys.gwait_pattern()).await? {
             let ids: Vec<String> =
                 redis::cmd("LRANGE").arg(&list_key).arg(0).arg(-1).query_async(&mut conn).await?;
             for id in ids {
@@ -216,7 +216,7 @@ impl Client {
             }
         }
         let recorded: BTreeMap<String, u64> =
-            redis::cmd("HGETALL").arg(format!("{}groups", keys.prefix())).query_async(&mut conn).await?;
+            redis::cmd("HGETALL").arg(keys.groups()).query_async(&mut conn).await?;
         let groups: BTreeSet<&String> = recorded.keys().chain(group_holders.keys()).collect();
         for group in groups {
             let (recorded, holders) =

@@ -1,10 +1,12 @@
 //! Every Redis key name Taskline uses is built here, and only here.
 //!
 //! All keys of queue `Q` share the hash tag `{Q}`: `<prefix>:{Q}:<suffix>`,
-//! so every script touches a single Redis Cluster slot. The Lua scripts
-//! derive job, ready-list and unique-lock keys from [`QueueKeys::prefix`]
-//! (see `lua/includes/ready.lua` and the script headers), which keeps those
-//! in the same slot too.
+//! so every script touches a single Redis Cluster slot. Scripts get
+//! [`QueueKeys::prefix`] as `ARGV[1]` and derive the keys they cannot be
+//! given in advance (a job hash for a popped id, a group's waiting list)
+//! through `lua/includes/keys.lua`, which names them as this module does
+//! (a test in `scripts.rs` checks that the two agree); every derived key
+//! is in the queue's slot too.
 
 use crate::names::QueueName;
 
@@ -90,6 +92,39 @@ impl QueueKeys {
     pub fn unique(&self, unique_key: &str) -> String {
         self.key(&format!("unique:{unique_key}"))
     }
+
+    /// Zset, the rate limit's log: lease tokens of recent starts, score =
+    /// start time (ms); at most `rate_max` entries.
+    pub fn rate(&self) -> String {
+        self.key("rate")
+    }
+
+    /// String marker, set while a claim is held back by global concurrency
+    /// with jobs waiting: the next attempt to end deletes it and wakes a
+    /// worker.
+    pub fn blocked(&self) -> String {
+        self.key("blocked")
+    }
+
+    /// Hash of mutex groups: group -> slots held by its ready or active jobs.
+    pub fn groups(&self) -> String {
+        self.key("groups")
+    }
+
+    /// List of one mutex group's ready jobs waiting for a slot.
+    pub fn gwait(&self, group: &str) -> String {
+        self.key(&format!("gwait:{group}"))
+    }
+
+    /// `SCAN MATCH` pattern of every ready list of the queue ([`Self::ready`]).
+    pub fn ready_pattern(&self) -> String {
+        self.key("ready:*")
+    }
+
+    /// `SCAN MATCH` pattern of every group waiting list ([`Self::gwait`]).
+    pub fn gwait_pattern(&self) -> String {
+        self.key("gwait:*")
+    }
 }
 
 /// The set of every queue name that was ever enqueued to (cross-queue,
@@ -110,6 +145,11 @@ mod tests {
         assert_eq!(keys.ready(3), "taskline:{emails}:ready:3");
         assert_eq!(keys.job("abc"), "taskline:{emails}:job:abc");
         assert_eq!(keys.unique("u:1"), "taskline:{emails}:unique:u:1");
+        assert_eq!(keys.gwait("g:1"), "taskline:{emails}:gwait:g:1");
+        assert_eq!(keys.groups(), "taskline:{emails}:groups");
+        assert_eq!(keys.rate(), "taskline:{emails}:rate");
+        assert_eq!(keys.blocked(), "taskline:{emails}:blocked");
+        assert_eq!(keys.ready_pattern(), "taskline:{emails}:ready:*");
         assert_eq!(queue_registry("taskline"), "taskline:queues");
     }
 }

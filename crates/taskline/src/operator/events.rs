@@ -3,18 +3,29 @@
 //!
 //! The scripts record every lifecycle step (`enqueued`, `claimed`,
 //! `completed`, `retrying`, `dead`, `replayed`, `purged`, `drained`,
-//! `released`, ...) with the fields `event`, `id`, `name`, `attempt`, an
-//! optional `correlation_id` and step-specific extras (`worker`, `reason`,
-//! `due_at`, `error`, ...). One stream entry may list several jobs of one
-//! step (enqueues, claims and completions are recorded one entry per script
-//! call): the fields before the first `id` are shared by every job of the
-//! entry, and each `id` starts the next job's own fields. Entries written
-//! now list their jobs more compactly, in the shared fields `ids`, `names`,
-//! `attempts` (each the jobs' values joined by spaces) and
-//! `correlation_ids` (a JSON array), read before any `id` group (see
-//! `lua/includes/events.lua`). Reading returns one [`Event`] per job. The
-//! stream is capped near `events_max_len` events, so it is a recent
-//! history, not an audit log: the job hash is the truth.
+//! `released`, ...); one stream entry may list several jobs of one step
+//! (enqueues, claims and completions are recorded one entry per script
+//! call). Reading returns one [`Event`] per job. The stream is capped near
+//! `events_max_len` events, so it is a recent history, not an audit log:
+//! the job hash is the truth.
+//!
+//! # Wire format
+//!
+//! The layouts this module reads, and the only place that reads them:
+//!
+//! - **Current** (written by `lua/includes/events.lua`, which documents the
+//!   writer side): `event` and the step's extras (`worker`, `reason`,
+//!   `due_at`, `error`, ...), shared by every job of the entry, then the
+//!   jobs in `ids`, `names` and `attempts` (each the jobs' values joined by
+//!   single spaces) and, when any job has one, `correlation_ids` (a JSON
+//!   array, `""` for a job without). An entry of one job has the same
+//!   shape; its lists are its values as they are.
+//! - **Legacy** (entries of earlier versions, which streams may still hold
+//!   until trimming drops them): `id` groups. The fields before the first
+//!   `id` are shared; each `id` starts one job's own fields (`name`,
+//!   `attempt`, `correlation_id` and any extras), after the current lists'
+//!   jobs when an entry has both. Nothing writes it any more; the reader
+//!   can go once no stream written before the current layout is kept.
 //!
 //! Following uses `XREAD BLOCK` on a connection of its own: a blocking read
 //! on the client's shared multiplexed connection would stall every other
@@ -258,14 +269,13 @@ pub fn decode_entries(value: Value) -> Result<Vec<Event>> {
     Ok(events)
 }
 
-/// The shared fields that list jobs compactly (see `lua/includes/events.lua`):
-/// the jobs' ids, names and attempts, each joined by single spaces, and
-/// their correlation ids as a JSON array ("" for a job without).
+/// The fields that list an entry's jobs in the current layout (see the
+/// module docs).
 const LISTED_FIELDS: [&str; 4] = ["ids", "names", "attempts", "correlation_ids"];
 
-/// One entry's events: one per job listed in its `ids` field, then one per
-/// `id` group, each with the fields shared by the entry (those before the
-/// first `id`) and its own.
+/// One entry's events: one per job listed in its `ids` field (the current
+/// layout), then one per legacy `id` group, each with the fields shared by
+/// the entry (those before the first `id`) and its own.
 fn parse_entry(entry: Value) -> Result<Vec<Event>> {
     let Value::Array(parts) = entry else {
         return Err(malformed(format!("entry {entry:?}")));
@@ -326,14 +336,16 @@ fn parse_entry(entry: Value) -> Result<Vec<Event>> {
 /// The jobs of an entry's `ids`, `names`, `attempts` and `correlation_ids`
 /// fields, in order. A list that does not match the ids one for one (a
 /// name with a space, written into a job hash by hand) is left out rather
-/// than shifting every later job's values.
+/// than shifting every later job's values; the lists of one job are its
+/// values whole, spaces and all.
 fn listed_jobs(lists: &BTreeMap<String, String>) -> Vec<BTreeMap<String, String>> {
     let Some(ids) = lists.get("ids").filter(|ids| !ids.is_empty()) else {
         return Vec::new();
     };
     let ids: Vec<&str> = ids.split(' ').collect();
     let aligned = |field: &str| -> Option<Vec<&str>> {
-        let values: Vec<&str> = lists.get(field)?.split(' ').collect();
+        let list = lists.get(field)?;
+        let values: Vec<&str> = if ids.len() == 1 { vec![list.as_str()] } else { list.split(' ').collect() };
         (values.len() == ids.len()).then_some(values)
     };
     let (names, attempts) = (aligned("names"), aligned("attempts"));
@@ -380,6 +392,7 @@ mod tests {
         Value::BulkString(s.as_bytes().to_vec())
     }
 
+    /// Legacy layout: one `id` group.
     #[test]
     fn entries_decode_known_and_extra_fields() {
         let entry = Value::Array(vec![
@@ -402,6 +415,7 @@ mod tests {
         assert_eq!(e.at, from_epoch_millis(1_700_000_000_123));
     }
 
+    /// Legacy layout: several `id` groups after the shared fields.
     #[test]
     fn a_batch_entry_yields_one_event_per_job_with_the_shared_fields() {
         let fields = [
@@ -455,6 +469,54 @@ mod tests {
         Value::Array(vec![bulk(stream_id), Value::Array(fields.iter().copied().map(bulk).collect())])
     }
 
+    /// The current layout, for one job, reads as its legacy form did.
+    #[test]
+    fn a_current_entry_of_one_job_reads_like_its_legacy_form() {
+        let current = [
+            "event",
+            "dead",
+            "reason",
+            "permanent",
+            "ids",
+            "j1",
+            "names",
+            "send",
+            "attempts",
+            "2",
+            "correlation_ids",
+            r#"["c1"]"#,
+        ];
+        let legacy = [
+            "event",
+            "dead",
+            "id",
+            "j1",
+            "name",
+            "send",
+            "attempt",
+            "2",
+            "correlation_id",
+            "c1",
+            "reason",
+            "permanent",
+        ];
+        let read =
+            |fields: &[&str]| decode_entries(Value::Array(vec![entry("5-1", fields)])).expect("decode");
+        let events = read(&current);
+        assert_eq!(events, read(&legacy));
+        let e = &events[0];
+        assert_eq!(
+            (e.event.as_str(), e.job_id.as_str(), e.name.as_str(), e.attempt, e.correlation_id.as_deref()),
+            ("dead", "j1", "send", 2, Some("c1"))
+        );
+        assert_eq!(e.extra, BTreeMap::from([("reason".to_string(), "permanent".to_string())]));
+        // One job's name is read whole, even with a space written by hand.
+        let spaced = read(&["event", "failed", "ids", "j1", "names", "a b", "attempts", "1"]);
+        assert_eq!((spaced[0].name.as_str(), spaced[0].attempt), ("a b", 1));
+    }
+
+    /// The current layout's lists, then legacy `id` groups (an entry of a
+    /// version that wrote both).
     #[test]
     fn listed_jobs_come_first_then_the_id_groups() {
         let fields = [

@@ -11,6 +11,7 @@ mod cluster;
 mod coalesce;
 mod durability;
 mod enqueue;
+mod events;
 mod faults;
 mod flow;
 mod lifecycle;
